@@ -1,0 +1,23 @@
+"""Adaptive blocks: components that decide per input how much of themselves to run."""
+
+from condsearch.blocks._protocol import (
+    AdaptiveBlock,
+    adaptive_blocks,
+    inference_knobs,
+    reset_routing_stats,
+    routing_stats,
+    set_inference_knobs,
+    total_aux_loss,
+)
+from condsearch.blocks.early_exit import EarlyExit
+
+__all__ = [
+    "AdaptiveBlock",
+    "EarlyExit",
+    "adaptive_blocks",
+    "inference_knobs",
+    "reset_routing_stats",
+    "routing_stats",
+    "set_inference_knobs",
+    "total_aux_loss",
+]

@@ -1,0 +1,53 @@
+"""Per-sample FLOPs of one batched forward pass, counted at the PyTorch dispatcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from condsearch.cost._formulas import FORMULAS
+from condsearch.cost._owners import _counting_scope, current_owners
+
+
+class _Attributor(TorchDispatchMode):
+    """Counts each op's FLOPs and splits them evenly over the sample ids that own its rows."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.per_sample = torch.zeros(batch_size, dtype=torch.float64)
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        formula = FORMULAS.get(func._overloadpacket)
+        if formula is None and func is not torch.ops.prim.device.default:
+            # Same rule as FlopCounterMode: count a composite op through what it decomposes into.
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
+        if formula is not None:
+            flops = formula(*args, **kwargs, out_val=out)
+            if flops:
+                ids = current_owners(self.batch_size)
+                self.total += flops
+                self.per_sample.index_add_(
+                    0, ids, torch.full((ids.numel(),), flops / ids.numel(), dtype=torch.float64)
+                )
+        return out
+
+
+def per_sample_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Run `model(x)` once and return (output, FLOPs of each sample as if processed alone).
+
+    FLOPs are 2 x multiply-adds of matmul, convolution and attention, as `FlopCounterMode`
+    counts them. Blocks declare which samples own a sub-batch with `condsearch.cost.owners`.
+    """
+    counter = _Attributor(x.shape[0])
+    with torch.no_grad(), _counting_scope(), counter:
+        out = model(x)
+    return out, counter.per_sample

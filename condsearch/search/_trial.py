@@ -1,0 +1,164 @@
+"""One trial: build, train and measure a candidate, sweep its inference knobs, log it all.
+
+It depends only on what its TrialSpec holds, so the local and the Ray backend call it alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from condsearch.track._target import TrackingTarget
+from condsearch.track._trial_runs import TrialRun
+
+#: objective name in a search space -> metric key a trial reports
+OBJECTIVE_METRICS = {"accuracy": "accuracy", "flops": "flops", "params": "params", "latency": "latency_ms"}
+
+
+@dataclass
+class TrialSpec:
+    """Everything a trial needs, as plain data (it travels to remote workers)."""
+
+    number: int
+    arch: dict[str, Any]
+    task: dict[str, Any]
+    sweep: dict[str, list[float]]
+    seed: int
+    tracking: TrackingTarget | None = None
+    objectives: list[tuple[str, str]] = field(
+        default_factory=lambda: [("accuracy", "maximize"), ("flops", "minimize")]
+    )
+
+
+@dataclass
+class DerivedPoint:
+    """An (accuracy, FLOPs, ...) point from the trained weights with other inference knobs."""
+
+    knobs: dict[str, float]
+    metrics: dict[str, float]
+    run_id: str | None = None
+
+    def values(self, objectives: list[tuple[str, str]]) -> list[float]:
+        return [self.metrics[OBJECTIVE_METRICS[name]] for name, _ in objectives]
+
+
+@dataclass
+class TrialResult:
+    """What a trial measured, or why it failed."""
+
+    number: int
+    ok: bool
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    knobs: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+    derived: list[DerivedPoint] = field(default_factory=list)
+    device: str = "cpu"
+
+    def values(self, objectives: list[tuple[str, str]]) -> list[float] | None:
+        """Objective values in study order, or None when the trial has no usable result."""
+        if not self.ok:
+            return None
+        values = [self.metrics.get(OBJECTIVE_METRICS[name], math.nan) for name, _ in objectives]
+        return values if all(math.isfinite(v) for v in values) else None
+
+
+def _measure(model, task, evaluation, batch_size) -> dict[str, float]:
+    from condsearch.cost import batch1_latency_ms, count_params
+
+    x_val = task.val[0].to(next(model.parameters()).device)
+    metrics = evaluation.summary()
+    metrics["params"] = float(count_params(model))
+    metrics["latency_ms"] = batch1_latency_ms(model, x_val)
+    metrics.update(evaluation.stats)
+    return metrics
+
+
+def _save_weights_and_arch(run: TrialRun, model, spec: TrialSpec, task, knobs) -> None:
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(Path(tmp) / "weights.safetensors"))
+        arch = {**spec.arch, "inference": knobs, "task": spec.task, "io": task.info()}
+        (Path(tmp) / "architecture.yaml").write_text(yaml.safe_dump(arch, sort_keys=False))
+        run.log_artifacts(tmp)
+
+
+def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None
+              ) -> TrialResult:
+    """Train and measure one candidate; a failure is returned (ok=False), never raised."""
+    run = TrialRun(spec.tracking, f"trial-{spec.number}",
+                   {"condsearch.trial": str(spec.number), "condsearch.role": "trial"})
+    result = TrialResult(number=spec.number, ok=False, run_id=run.run_id)
+    model = None
+    try:
+        from condsearch.blocks import inference_knobs
+        from condsearch.data import load_task
+        from condsearch.models import build_model
+        from condsearch.train import evaluate, fit, select_device, sweep_knobs
+
+        run.log_params(spec.arch)
+        task = load_task(spec.task)
+        train_cfg = spec.arch["train"]
+        device = select_device(train_cfg.get("device", "auto"))
+        result.device = str(device)
+        run.set_tags({"condsearch.device": result.device})
+        model = build_model(spec.arch, task)
+
+        def epoch_done(epoch: int, epochs: int, record: dict[str, float]) -> None:
+            run.log_metrics(record, step=epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, epochs, record)
+
+        fit(model, task, train_cfg, device=device, seed=spec.seed, on_epoch=epoch_done)
+        batch = int(train_cfg.get("eval_batch_size", 256))
+        result.knobs = inference_knobs(model)
+        result.metrics = _measure(model, task, evaluate(model, task, "val", batch), batch)
+        if any(not math.isfinite(v) for v in result.metrics.values()):
+            raise ValueError(f"non-finite metrics: {result.metrics}")
+        run.log_metrics(result.metrics)
+        _save_weights_and_arch(run, model, spec, task, result.knobs)
+        for knobs, evaluation in sweep_knobs(model, task, spec.sweep, "val", batch):
+            from condsearch.blocks import set_inference_knobs
+
+            set_inference_knobs(model, knobs)
+            metrics = _measure(model, task, evaluation, batch)
+            set_inference_knobs(model, result.knobs)
+            derived = TrialRun(spec.tracking, f"trial-{spec.number}-" + ",".join(
+                f"{k.split('.')[-1]}={v:g}" for k, v in knobs.items()),
+                {"condsearch.role": "derived", "condsearch.derived_from": str(spec.number)},
+                parent_run_id=run.run_id)
+            derived.log_params(knobs)
+            derived.log_metrics(metrics)
+            derived.end()
+            result.derived.append(DerivedPoint(knobs, metrics, derived.run_id))
+        result.ok = True
+        run.end("FINISHED")
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
+    except Exception as exc:  # a trial's own failure must not stop the search
+        result.error = f"{type(exc).__name__}: {exc}"
+        run.set_tags({"condsearch.error": result.error[:5000],
+                      "condsearch.traceback": traceback.format_exc()[-5000:]})
+        run.end("FAILED")
+    finally:
+        del model
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+    return result

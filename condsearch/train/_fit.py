@@ -1,0 +1,100 @@
+"""Train one candidate: AdamW, linear warm-up then cosine decay, an epoch or step budget."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from condsearch.blocks import total_aux_loss
+from condsearch.train._device import seed_everything
+from condsearch.train._evaluate import accuracy
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _schedule(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the model's output plus every adaptive block's auxiliary loss."""
+    loss = F.cross_entropy(model(x).float(), y)
+    aux = total_aux_loss(model, y)
+    return loss if aux is None else loss + aux
+
+
+def fit(
+    model: nn.Module,
+    task: Any,
+    cfg: dict[str, Any],
+    *,
+    device: torch.device,
+    seed: int,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train `model` on task.train and return one record per epoch (train_loss, val_accuracy).
+
+    `cfg` is the arch's `train` section. `steps`, when set, is the budget; otherwise `epochs`.
+    """
+    seed_everything(seed)
+    x_train, y_train = (t.to(device) for t in task.train)
+    n, batch = x_train.shape[0], int(cfg.get("batch_size", 128))
+    per_epoch = max(1, math.ceil(n / batch))
+    total = int(cfg["steps"]) if cfg.get("steps") else int(cfg.get("epochs", 5)) * per_epoch
+    epochs = math.ceil(total / per_epoch)
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(cfg.get("lr", 1e-3)), weight_decay=float(cfg.get("weight_decay", 0.05))
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(total, float(cfg.get("warmup_fraction", 0.05)))
+    )
+    bf16 = cfg.get("precision") == "bf16" and device.type == "cuda"
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        running, seen = 0.0, 0
+        for start in range(0, n, batch):
+            if step >= total:
+                break
+            idx = order[start : start + batch]
+            with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+                loss = training_loss(model, x_train[idx], y_train[idx])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1} (epoch {epoch})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running += loss.item() * idx.numel()
+            seen += idx.numel()
+        record = {
+            "train_loss": running / max(1, seen),
+            "val_accuracy": accuracy(model, task.val, int(cfg.get("eval_batch_size", 256)), device),
+        }
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch, epochs, record)
+    del optimizer, scheduler
+    return history
