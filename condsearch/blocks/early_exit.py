@@ -113,8 +113,8 @@ class EarlyExit(AdaptiveBlock):
             return {}
         frac = (self._exit_counts / total).tolist()
         depths = [*self.positions, len(self.layers)]
-        stats = {f"exit_rate.layer{d}": f for d, f in zip(depths, frac)}
-        stats["mean_exit_layer"] = sum(d * f for d, f in zip(depths, frac))
+        stats = {f"exit_rate.layer{d}": f for d, f in zip(depths, frac, strict=True)}
+        stats["mean_exit_layer"] = sum(d * f for d, f in zip(depths, frac, strict=True))
         return stats
 
     def reset_stats(self) -> None:

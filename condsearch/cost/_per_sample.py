@@ -10,6 +10,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from condsearch.cost._formulas import FORMULAS
 from condsearch.cost._owners import _counting_scope, current_owners
 
+_decomposable: dict = {}
+
+
+def _can_decompose(func) -> bool:
+    """Whether `func` has a composite decomposition (cached: asked for every op executed)."""
+    known = _decomposable.get(func)
+    if known is None:
+        known = _decomposable[func] = func._can_decompose()
+    return known
+
 
 class _Attributor(TorchDispatchMode):
     """Counts each op's FLOPs and splits them evenly over the sample ids that own its rows."""
@@ -23,7 +33,7 @@ class _Attributor(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         formula = FORMULAS.get(func._overloadpacket)
-        if formula is None and func is not torch.ops.prim.device.default:
+        if formula is None and _can_decompose(func):
             # Same rule as FlopCounterMode: count a composite op through what it decomposes into.
             with self:
                 decomposed = func.decompose(*args, **kwargs)

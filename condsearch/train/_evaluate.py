@@ -93,7 +93,7 @@ def sweep_knobs(model: nn.Module, task: Any, knobs: dict[str, list[float]], spli
     points = []
     try:
         for values in itertools.product(*(relevant[k] for k in names)):
-            setting = {k: float(v) for k, v in zip(names, values)}
+            setting = {k: float(v) for k, v in zip(names, values, strict=True)}
             if all(original[k] == v for k, v in setting.items()):
                 continue
             set_inference_knobs(model, setting)
