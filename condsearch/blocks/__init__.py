@@ -10,10 +10,14 @@ from condsearch.blocks._protocol import (
     total_aux_loss,
 )
 from condsearch.blocks.early_exit import EarlyExit
+from condsearch.blocks.moe import MoEFeedForward
+from condsearch.blocks.token_selection import TokenSelection
 
 __all__ = [
     "AdaptiveBlock",
     "EarlyExit",
+    "MoEFeedForward",
+    "TokenSelection",
     "adaptive_blocks",
     "inference_knobs",
     "reset_routing_stats",
