@@ -7,7 +7,7 @@ The public API. Names are imported on first use, so `import condsearch` (and the
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -32,9 +32,14 @@ _EXPORTS = {
     "TrialSpec": "condsearch.search._trial",
     "TrialResult": "condsearch.search._trial",
     "search": "condsearch.search",
+    "SearchSummary": "condsearch.search",
+    "SearchError": "condsearch.search",
     "load_front": "condsearch.search",
+    "all_points": "condsearch.search",
     "export_point": "condsearch.export",
     "load_exported": "condsearch.export",
+    "evaluate_exported": "condsearch.export",
+    "ExportError": "condsearch.export",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -51,14 +56,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
-
-if TYPE_CHECKING:  # pragma: no cover
-    from condsearch.blocks import inference_knobs, set_inference_knobs
-    from condsearch.cost import batch1_latency_ms, count_params, owners, per_sample_flops
-    from condsearch.data import Task, TaskError, load_task
-    from condsearch.export import export_point, load_exported
-    from condsearch.models import build_model
-    from condsearch.search import load_front, search
-    from condsearch.search._trial import TrialResult, TrialSpec, run_trial
-    from condsearch.space import SearchSpace, SpaceError, load_space
-    from condsearch.train import evaluate, fit, sweep_knobs

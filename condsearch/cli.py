@@ -1,0 +1,223 @@
+"""The `condsearch` command: validate, search, pareto, export, ui.
+
+Imports are deferred to each command so `condsearch validate` answers without loading torch.
+Bad input exits 2 with a message, Ctrl-C exits 130, never with a traceback for either.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Architecture search for conditional-computation networks, scored by the FLOPs each "
+         "input actually costs.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from condsearch.space import SpaceError
+
+    errors: list[type[BaseException]] = [SpaceError, FileNotFoundError]
+    for module, name in (("condsearch.search", "SearchError"), ("condsearch.data", "TaskError"),
+                         ("condsearch.export", "ExportError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+def _resolve_workdir(workdir: Path | None) -> Path:
+    """The given workdir, or the only search under runs/ when none is given."""
+    if workdir is not None:
+        return workdir
+    found = sorted(p.parent for p in Path("runs").glob("*/condsearch.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        _fail("no search found under runs/; pass --workdir DIR")
+    _fail("several searches under runs/; pass --workdir with one of: "
+          + ", ".join(str(p) for p in found))
+
+
+@app.command()
+def validate(
+    space: Annotated[Path, typer.Argument(help="Search-space YAML file.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value.")] = None,
+) -> None:
+    """Check a search space; print `file:line: key: problem` lines and exit 2 when it is wrong."""
+    from condsearch.space import SpaceError, load_space
+
+    try:
+        loaded = load_space(space, set_ or [])
+    except SpaceError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{space}: cannot read: {exc.strerror or exc}")
+    names = ", ".join(f"{n} ({d[:3]})" for n, d in loaded.objectives)
+    out.print(f"{space}: ok — search space {loaded.name!r}, objectives {names}, "
+              f"{loaded.trials} trials by default, sampler {loaded.sampler['name']}",
+              markup=False, highlight=False)
+
+
+@app.command()
+def search(
+    space: Annotated[Path, typer.Argument(help="Search-space YAML file.")],
+    trials: Annotated[int | None, typer.Option(help="Trials to add (default: the YAML's).")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Default: runs/<space name>.")] = None,
+    backend: Annotated[str, typer.Option(help="local (in-process Optuna) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (ray backend).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI "
+                                                     "(default: sqlite in the workdir).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler and training seed.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value; "
+                                                   "repeatable.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run (or resume) a search: trials are trained, measured and logged to MLflow."""
+    from condsearch.space import SpaceError, load_space
+
+    try:
+        loaded = load_space(space, set_ or [])
+    except SpaceError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{space}: cannot read: {exc.strerror or exc}")
+    if address:
+        import os
+
+        os.environ["RAY_ADDRESS"] = address
+    from condsearch.search import search as run_search
+
+    workdir = workdir or Path("runs") / loaded.name
+    try:
+        summary = run_search(loaded, trials=trials, workdir=workdir, backend=backend,
+                             tracking_uri=tracking_uri, seed=seed, progress=not quiet)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; completed trials are kept in {workdir}; run the same command "
+              "to resume", 130)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if not quiet:
+        _print_front(summary.front, [n for n, _ in loaded.objectives])
+        err.print(f"{summary.completed} trials completed, {summary.failed} failed in "
+                  f"{summary.seconds:.0f} s; hypervolume {summary.hypervolume:.4g}")
+        err.print(f"results: {workdir}  (MLflow UI: condsearch ui --workdir {workdir})")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def _print_front(points: list[Any], names: list[str]) -> None:
+    table = Table(title="Pareto front", title_justify="left")
+    for column in ("trial", "from", *names, "knobs"):
+        table.add_column(column, justify="right" if column != "knobs" else "left")
+    for p in points:
+        knobs = ", ".join(f"{k}={v:g}" for k, v in p.knobs.items())
+        table.add_row(str(p.number), f"{p.trial} (sweep)" if p.derived else "trained",
+                      *(_fmt(p.values[n]) for n in names), knobs)
+    out.print(table)
+
+
+@app.command()
+def pareto(
+    workdir: Annotated[Path | None, typer.Option(help="The search's workdir.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every completed point, not just the "
+                                       "front.")] = False,
+) -> None:
+    """Print the current Pareto front of a search."""
+    from condsearch.search import all_points
+
+    try:
+        state, points = all_points(_resolve_workdir(workdir))
+    except _user_errors() as exc:
+        _fail(str(exc))
+    shown = points if all_ else [p for p in points if p.on_front]
+    key = "flops" if "flops" in state.names() else state.names()[-1]
+    shown.sort(key=lambda p: (p.values[key], p.number))
+    if as_json:
+        sys.stdout.write(json.dumps([p.row() for p in shown], indent=2, default=str) + "\n")
+    else:
+        _print_front(shown, state.names())
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write.")],
+    workdir: Annotated[Path | None, typer.Option(help="The search's workdir.")] = None,
+    trial: Annotated[int | None, typer.Option(help="Any completed trial, by number.")] = None,
+    pick: Annotated[str | None, typer.Option(help="knee | max-accuracy | min-flops "
+                                             "(a front point).")] = None,
+    register: Annotated[str | None, typer.Option(help="Also register in the MLflow Model "
+                                                 "Registry under this name.")] = None,
+) -> None:
+    """Export a point as architecture.yaml + weights.safetensors + metrics.json."""
+    from condsearch.export import export_point
+
+    if (trial is None) == (pick is None):
+        _fail("name exactly one of --trial N or --pick knee|max-accuracy|min-flops")
+    try:
+        path = export_point(_resolve_workdir(workdir), out_dir, trial=trial, pick=pick,
+                            register=register)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    metrics = json.loads((path / "metrics.json").read_text())
+    values = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics["values"].items())
+    out.print(f"exported trial {metrics['trial']} ({values}) to {path}", markup=False)
+    if "registered" in metrics:
+        r = metrics["registered"]
+        out.print(f"registered as {r['name']} version {r['version']} (alias {r['alias']})",
+                  markup=False)
+    out.print(f"load it with: condsearch.load_exported({str(path)!r})", markup=False)
+
+
+@app.command()
+def ui(
+    workdir: Annotated[Path | None, typer.Option(help="The search's workdir.")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI for a search's tracking store on 127.0.0.1."""
+    import subprocess
+
+    from condsearch.search import read_workdir
+
+    try:
+        state = read_workdir(_resolve_workdir(workdir))
+    except _user_errors() as exc:
+        _fail(str(exc))
+    err.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it); filter runs with "
+              "tags.condsearch.pareto = 'true' to see the front")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.tracking_uri,
+               "--host", "127.0.0.1", "--port", str(port)]
+    try:
+        raise typer.Exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,39 @@
+"""The data sets that ship with condsearch or its dependencies: parity and scikit-learn digits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from condsearch.data._task import Task, as_images, make_task
+
+#: parity entries -1, 0, +1 are token ids 0, 1, 2
+PARITY_VOCAB = 3
+
+
+def parity_arrays(size: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The AdaTape parity task: x ∈ {1, 0, −1}^L uniformly, label = (number of +1) mod 2.
+
+    Returned as token ids (−1 → 0, 0 → 1, +1 → 2).
+    """
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-1, 2, size=(size, length))
+    labels = (values == 1).sum(axis=1) % 2
+    return (values + 1).astype(np.int64), labels.astype(np.int64)
+
+
+def parity(spec: dict[str, Any]) -> Task:
+    x, y = parity_arrays(int(spec.get("size", 12000)), int(spec.get("length", 16)),
+                         int(spec.get("seed", 0)))
+    task = make_task("parity", x, y, spec)
+    task.vocab_size = PARITY_VOCAB
+    return task
+
+
+def digits(spec: dict[str, Any]) -> Task:
+    """scikit-learn's bundled 8×8 digits (1,797 images, values 0..16), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return make_task("digits", as_images(data.images, 16.0), data.target, spec)

@@ -1,0 +1,56 @@
+"""Fashion-MNIST from the four standard IDX files (Debian's `dataset-fashion-mnist` installs them)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condsearch.data._task import Task, TaskError, as_images, make_task
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_FILES = {
+    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX array (gzipped or not): magic 0x0000 | dtype 0x08 (ubyte) | ndim, then big-endian dims."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise TaskError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise TaskError(f"{path}: holds {body.size} values, its header says {dims}")
+    return body.reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def fashion_mnist(spec: dict[str, Any]) -> Task:
+    """The full 60k / 10k set; validation is carved from the 60k, the 10k is the test split."""
+    directory = Path(spec.get("path") or FASHION_MNIST_DIR)
+    found = {key: _find(directory, stem) for key, stem in _FILES.items()}
+    missing = [_FILES[k] for k, p in found.items() if p is None]
+    if missing:
+        raise TaskError(
+            f"fashion_mnist: {directory} lacks {', '.join(f + '[.gz]' for f in missing)}. "
+            "Install the data set with `sudo apt-get install dataset-fashion-mnist` "
+            f"(it puts the IDX files in {FASHION_MNIST_DIR}), or point task.path at a "
+            "directory holding the four IDX files.")
+    arrays = {key: read_idx(path) for key, path in found.items()}  # type: ignore[arg-type]
+    test = (as_images(arrays["x_test"], 255.0), arrays["y_test"])
+    return make_task("fashion_mnist", as_images(arrays["x_train"], 255.0), arrays["y_train"],
+                     spec, test=test)

@@ -1,0 +1,25 @@
+"""The Optuna sampler a search space names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+
+
+def make_sampler(spec: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+    """Build the sampler; TPE is multivariate and grouped so conditional parameters are modelled
+    jointly within each branch of the space."""
+    name, options = spec.get("name", "tpe"), dict(spec.get("options") or {})
+    if name == "tpe":
+        defaults = {"multivariate": True, "group": True, "warn_independent_sampling": False}
+        return optuna.samplers.TPESampler(seed=seed, **{**defaults, **options})
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, **options)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed, **options)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **options)
+    raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")

@@ -1,0 +1,88 @@
+"""A search's working directory: where its study, MLflow store and lock live."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "condsearch.json"
+
+
+class SearchError(Exception):
+    """A search cannot start or be read: the message says what to do."""
+
+
+@dataclass
+class WorkdirState:
+    """What a later `pareto`, `export` or resumed `search` needs to find a search's results."""
+
+    study_name: str
+    storage: str
+    tracking_uri: str
+    experiment_id: str
+    space_name: str
+    objectives: list[list[str]]
+
+    def directions(self) -> list[str]:
+        return [d for _, d in self.objectives]
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.objectives]
+
+
+def default_storage(workdir: Path) -> str:
+    return f"sqlite:///{workdir.resolve() / 'study.db'}"
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+
+
+def write_state(workdir: Path, state: WorkdirState) -> None:
+    path = workdir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_workdir(workdir: str | Path) -> WorkdirState:
+    """The state a search left in `workdir`; SearchError when there is none."""
+    path = Path(workdir) / STATE_FILE
+    if not path.is_file():
+        raise SearchError(
+            f"{workdir}: no search here (no {STATE_FILE}); run `condsearch search SPACE.yaml "
+            f"--workdir {workdir}` first"
+        )
+    data: dict[str, Any] = json.loads(path.read_text())
+    return WorkdirState(**data)
+
+
+class WorkdirLock:
+    """An exclusive lock so two searches never drive the same study from one workdir."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.path = workdir / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> WorkdirLock:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            raise SearchError(
+                f"{self.path.parent}: another condsearch search is running in this workdir; "
+                "wait for it or use another --workdir"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

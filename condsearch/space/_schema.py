@@ -1,0 +1,154 @@
+"""The YAML document's shape: pydantic models (unknown keys forbidden) and each searchable key's spec."""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from condsearch.space._distributions import ParamSpec
+
+BUILTIN_DATASETS = ("parity", "digits", "fashion_mnist", "npz")
+BACKBONES = ("token_transformer",)
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+#: objective name -> the direction Optuna optimizes it in
+OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency": "minimize"}
+#: sweepable inference knobs, `<component>.<knob>` -> the range each value must lie in
+SWEEP_KNOBS = {"early_exit.threshold": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0)}
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+# Searchable keys: each may hold a fixed value or a distribution.
+MODEL_PARAMS = {
+    "dim": ParamSpec("int", required=True, lo=1, doc="token width"),
+    "depth": ParamSpec("int", required=True, lo=1, doc="number of transformer layers"),
+    "heads": ParamSpec("int", 4, lo=1, doc="attention heads; must divide dim"),
+    "mlp_ratio": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="MLP hidden width / dim"),
+    "patch_size": ParamSpec("int", 2, lo=1, doc="square patch side for images"),
+    "dropout": ParamSpec("float", 0.0, lo=0, hi=1, hi_open=True, doc="dropout rate"),
+}
+COMPONENT_PARAMS = {
+    "early_exit": {
+        "enabled": ParamSpec("bool", False, doc="switch the component on"),
+        "every": ParamSpec("int", 1, lo=1, doc="an exit head after every N-th layer"),
+        "positions": ParamSpec("int_list", None, lo=1, nullable=True, doc="explicit exit layers"),
+        "criterion": ParamSpec("enum", "confidence", values=("confidence", "entropy")),
+        "threshold": ParamSpec("float", 0.9, lo=0, lo_open=True, hi=1, doc="exit certainty"),
+        "loss_weight": ParamSpec("float", 0.5, lo=0, doc="weight of the exit heads' loss"),
+    },
+}
+TRAIN_PARAMS = {
+    "epochs": ParamSpec("int", 5, lo=1),
+    "steps": ParamSpec("int", None, lo=1, nullable=True, doc="optimizer steps; overrides epochs"),
+    "batch_size": ParamSpec("int", 128, lo=1),
+    "lr": ParamSpec("float", 1e-3, lo=0, lo_open=True),
+    "weight_decay": ParamSpec("float", 0.05, lo=0),
+    "warmup_fraction": ParamSpec("float", 0.05, lo=0, hi=1, hi_open=True),
+    "eval_batch_size": ParamSpec("int", 256, lo=1),
+    "device": ParamSpec("enum", "auto", values=("auto", "cpu", "cuda")),
+    "precision": ParamSpec("enum", "fp32", values=("fp32", "bf16")),
+}
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors and YAML types are taken as written (no "5" -> 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _param_fields(params: dict[str, ParamSpec]) -> dict[str, Any]:
+    return {name: (Any, ... if s.required else s.default) for name, s in params.items()}
+
+
+class TaskSpec(Strict):
+    dataset: str
+    seed: int = 0
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    train_limit: Annotated[int, Field(gt=0)] | None = None
+    length: int = Field(16, ge=1)
+    size: int = Field(12000, ge=3)
+    path: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value in BUILTIN_DATASETS or _FACTORY.match(value):
+            return value
+        from condsearch.space._distributions import suggest_key
+
+        hint = suggest_key(value, BUILTIN_DATASETS, "expected one of")
+        raise ValueError(f"unknown dataset {value!r}; {hint} (or a 'module:function' factory)")
+
+
+EarlyExitSpec = create_model(
+    "EarlyExitSpec", __base__=Strict, **_param_fields(COMPONENT_PARAMS["early_exit"])
+)
+
+
+class ComponentsSpec(Strict):
+    early_exit: EarlyExitSpec = Field(default_factory=EarlyExitSpec)  # type: ignore[valid-type]
+
+
+ModelSpec = create_model(
+    "ModelSpec",
+    __base__=Strict,
+    backbone=(Literal[BACKBONES], ...),
+    components=(ComponentsSpec, Field(default_factory=ComponentsSpec)),
+    **_param_fields(MODEL_PARAMS),
+)
+TrainSpec = create_model("TrainSpec", __base__=Strict, **_param_fields(TRAIN_PARAMS))
+
+
+class ConstraintsSpec(Strict):
+    max_flops: Annotated[float, Field(gt=0)] | None = None
+    max_params: Annotated[float, Field(gt=0)] | None = None
+
+
+class SamplerSpec(Strict):
+    name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchSpec(Strict):
+    trials: int = Field(12, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class SpaceDocument(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: TaskSpec
+    model: ModelSpec  # type: ignore[valid-type]
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy", "flops"], min_length=1)
+    constraints: ConstraintsSpec = Field(default_factory=ConstraintsSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)  # type: ignore[valid-type]
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    sweep: dict[str, list[float]] = Field(default_factory=dict)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler_by_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+def model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at `path`, if one does."""
+    cls: type[BaseModel] | None = SpaceDocument
+    for part in path:
+        if cls is None or part not in cls.model_fields:
+            return None
+        cls = _model_in(cls.model_fields[part].annotation)
+    return cls
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,408 @@
+"""SearchSpace: a validated search-space file, and how a trial samples an architecture from it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from condsearch.space._constraints import known_io, smallest_arch
+from condsearch.space._distributions import (
+    Choice,
+    Distribution,
+    Fixed,
+    ParamSpec,
+    highest,
+    number_hint,
+    parse_param,
+    show,
+    suggest_key,
+)
+from condsearch.space._errors import OVERRIDE_FILE, Problem, SpaceError, dotted
+from condsearch.space._lines import LineMap
+from condsearch.space._overrides import Override, apply_overrides
+from condsearch.space._schema import (
+    BACKBONES,
+    COMPONENT_PARAMS,
+    MODEL_PARAMS,
+    OBJECTIVES,
+    SAMPLERS,
+    SWEEP_KNOBS,
+    TRAIN_PARAMS,
+    ConstraintsSpec,
+    SpaceDocument,
+    TaskSpec,
+    model_at,
+)
+
+PathT = tuple[str | int, ...]
+Params = dict[str, Distribution]
+
+
+class SearchSpace:
+    """A validated search space: what to search, on which task, for which objectives, and how.
+
+    `sample(trial)` turns an Optuna trial into an arch dict, the plain nested dict that
+    `build_model` reads and export writes out.
+    """
+
+    def __init__(self, doc: SpaceDocument, model: Params, components: dict[str, Params],
+                 train: Params, path: str | None, source: str) -> None:
+        self.name: str = doc.name
+        self.path = path
+        self.source = source
+        self.backbone: str = doc.model.backbone
+        self.task: dict[str, Any] = doc.task.model_dump()
+        self.objectives: list[tuple[str, str]] = [(o, OBJECTIVES[o]) for o in doc.objectives]
+        self.constraints: dict[str, float | None] = {
+            k: (None if v is None else float(v)) for k, v in doc.constraints.model_dump().items()
+        }
+        self.sampler: dict[str, Any] = doc.sampler.model_dump()
+        self.sweep: dict[str, list[float]] = {k: [float(x) for x in v] for k, v in doc.sweep.items()}
+        self.trials: int = doc.search.trials
+        self.seed: int = doc.search.seed
+        self._model, self._components, self._train = model, components, train
+
+    def __repr__(self) -> str:
+        return f"SearchSpace(name={self.name!r}, path={self.path!r})"
+
+    def distributions(self) -> dict[str, Distribution]:
+        """Every searchable key by its Optuna parameter name (`model.dim`, `train.lr`, ...)."""
+        out = {f"model.{k}": d for k, d in self._model.items()}
+        for comp, params in self._components.items():
+            out.update({f"model.components.{comp}.{k}": d for k, d in params.items()})
+        out.update({f"train.{k}": d for k, d in self._train.items()})
+        return out
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Suggest every searched value from an Optuna trial; a switched-off component's are skipped."""
+        return self._resolve(lambda dist, name: dist.suggest(trial, name))
+
+    def fixed_arch(self) -> dict[str, Any]:
+        """The one arch of a space whose values are all fixed; SpaceError names what is not."""
+        searched: list[str] = []
+
+        def pick(dist: Distribution, name: str) -> Any:
+            if not isinstance(dist, Fixed):
+                searched.append(name)
+                return dist.values()[0] if isinstance(dist, Choice) else getattr(dist, "lo", None)
+            return dist.suggest(None, name)
+
+        arch = self._resolve(pick)
+        if searched:
+            raise SpaceError([
+                Problem(self.path or "<string>", 1, name, "is searched, so the space has no single arch")
+                for name in searched
+            ])
+        return arch
+
+    def _resolve(self, pick: Any) -> dict[str, Any]:
+        model: dict[str, Any] = {"backbone": self.backbone}
+        model.update({k: pick(d, f"model.{k}") for k, d in self._model.items()})
+        components: dict[str, Any] = {}
+        for comp, params in self._components.items():
+            prefix = f"model.components.{comp}"
+            if not pick(params["enabled"], f"{prefix}.enabled"):
+                components[comp] = {"enabled": False}
+                continue
+            rest = {k: pick(d, f"{prefix}.{k}") for k, d in params.items() if k != "enabled"}
+            components[comp] = {"enabled": True, **rest}
+        model["components"] = components
+        train = {k: pick(d, f"train.{k}") for k, d in self._train.items()}
+        return {"model": model, "train": train}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The validated document as plain data, defaults filled in; it parses back to this space."""
+        model: dict[str, Any] = {"backbone": self.backbone}
+        model.update({k: d.to_plain() for k, d in self._model.items()})
+        model["components"] = {
+            comp: {k: d.to_plain() for k, d in params.items()}
+            for comp, params in self._components.items()
+        }
+        return {
+            "name": self.name,
+            "task": copy.deepcopy(self.task),
+            "model": model,
+            "objectives": [name for name, _ in self.objectives],
+            "constraints": dict(self.constraints),
+            "train": {k: d.to_plain() for k, d in self._train.items()},
+            "sampler": copy.deepcopy(self.sampler),
+            "sweep": copy.deepcopy(self.sweep),
+            "search": {"trials": self.trials, "seed": self.seed},
+        }
+
+
+def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
+    """Read and validate a search-space YAML file; SpaceError lists every problem found."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise SpaceError([Problem(str(path), 1, "(file)", f"cannot read the file: {reason}")]) from None
+    return parse_space(text, str(path), overrides)
+
+
+def parse_space(text: str, path: str = "<string>", overrides: list[str] | None = None) -> SearchSpace:
+    """Validate search-space YAML text; `path` is only used in messages and `SearchSpace.path`."""
+    try:
+        lines = LineMap(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpaceError([_syntax_problem(path, err)]) from None
+    check = _Checker(path, lines)
+    for dup_path, line, first in lines.duplicates:
+        check.problems.append(Problem(path, line, dotted(dup_path),
+                                      f"duplicate key; it is already set on line {first}"))
+    if data is None and not overrides:
+        check.add((), "empty search space; expected a mapping with at least name, task and model")
+        raise check.error()
+    data, check.applied, override_problems = apply_overrides(data, list(overrides or []))
+    for number, key, message in override_problems:
+        check.problems.append(Problem(OVERRIDE_FILE, number, key, message))
+    if not isinstance(data, dict):
+        check.add((), f"expected a mapping of keys (name, task, model, ...), got {show(data)}")
+        raise check.error()
+    doc = check.document(data)
+    model, components, train = check.params(data)
+    check.cross(data, model, components)
+    if check.problems:
+        raise check.error()
+    assert doc is not None and model is not None  # no problems means every part validated
+    return SearchSpace(doc, model, components, train, None if path == "<string>" else path, text)
+
+
+def _syntax_problem(path: str, err: yaml.YAMLError) -> Problem:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f" (column {mark.column + 1})" if mark is not None else ""
+    return Problem(path, line, "yaml", f"invalid YAML: {problem}{where}" + (f", {context}" if context else ""))
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+    "string_type": "a string", "bool_type": "true or false", "dict_type": "a mapping",
+    "model_type": "a mapping", "model_attributes_type": "a mapping", "list_type": "a list",
+    "finite_number": "a finite number",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_LITERALS = {("model", "backbone"): ("backbone", BACKBONES), ("sampler", "name"): ("sampler", SAMPLERS)}
+
+
+class _Checker:
+    """Collects problems, each placed at the line (or `--set`) its key came from."""
+
+    def __init__(self, path: str, lines: LineMap) -> None:
+        self.path, self.lines = path, lines
+        self.applied: list[Override] = []
+        self.problems: list[Problem] = []
+
+    def add(self, key: PathT, message: str) -> None:
+        for override in reversed(self.applied):
+            if override.owns(key):
+                self.problems.append(Problem(OVERRIDE_FILE, override.number, dotted(key), message))
+                return
+        self.problems.append(Problem(self.path, self.lines.line(key), dotted(key), message))
+
+    def error(self) -> SpaceError:
+        order = sorted(self.problems, key=lambda p: (p.file == OVERRIDE_FILE, p.line))
+        return SpaceError(list(dict.fromkeys(order)))
+
+    def document(self, data: dict[str, Any]) -> SpaceDocument | None:
+        try:
+            return SpaceDocument.model_validate(data)
+        except ValidationError as err:
+            sampler_by_name = isinstance(data.get("sampler"), str)
+            for e in err.errors():
+                loc = tuple(e["loc"])
+                if sampler_by_name and loc[:1] == ("sampler",):
+                    loc = ("sampler",)
+                    e = {**e, "loc": ("sampler", "name")}
+                self.add(loc, _pydantic_message(e))
+            return None
+
+    def params(self, data: dict[str, Any]) -> tuple[Params | None, dict[str, Params], Params]:
+        """Parse every searchable key; the model's are None when any of them is invalid."""
+        raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        model = self._section(("model",), raw_model, MODEL_PARAMS)
+        components: dict[str, Params] = {}
+        raw_comps = raw_model.get("components")
+        raw_comps = raw_comps if isinstance(raw_comps, dict) else {}
+        for comp, specs in COMPONENT_PARAMS.items():
+            raw = raw_comps.get(comp)
+            parsed = self._section(("model", "components", comp), raw if isinstance(raw, dict) else {}, specs)
+            if parsed is None:
+                model = None
+            else:
+                components[comp] = parsed
+        raw_train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        train = self._section(("train",), raw_train, TRAIN_PARAMS) or {}
+        return model, components, train
+
+    def _section(self, at: PathT, raw: dict[str, Any], specs: dict[str, ParamSpec]) -> Params | None:
+        out: Params = {}
+        ok = True
+        for name, spec in specs.items():
+            if name not in raw:
+                if spec.required:
+                    ok = False  # reported by the schema as a missing field
+                out[name] = Fixed(spec.default)
+                continue
+            dist, issues = parse_param(raw[name], spec)
+            for sub, message in issues:
+                self.add((*at, name, *sub), message)
+            if dist is None:
+                ok = False
+            else:
+                out[name] = dist
+        return out if ok else None
+
+    def cross(self, data: dict[str, Any], model: Params | None, components: dict[str, Params]) -> None:
+        """Checks that involve more than one key; each runs when the keys it reads are valid."""
+        objectives = data.get("objectives")
+        if isinstance(objectives, list):
+            self._objectives(objectives)
+        sweep = data.get("sweep")
+        if isinstance(sweep, dict):
+            self._sweep(sweep, components)
+        raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        raw_exit = (raw_model.get("components") or {}).get("early_exit")
+        positions_at = ("model", "components", "early_exit", "positions")
+        if isinstance(raw_exit, dict) and "every" in raw_exit and raw_exit.get("positions") is not None:
+            self.add(positions_at, "set either every or positions, not both")
+        task = _valid(TaskSpec, data.get("task"))
+        if task is not None and task.val_fraction + task.test_fraction >= 1:
+            self.add(("task", "test_fraction"),
+                     f"val_fraction + test_fraction must be < 1 to leave training data, "
+                     f"got {task.val_fraction} + {task.test_fraction}")
+        if model is None:
+            return
+        early_exit = components["early_exit"]
+        if isinstance(early_exit["positions"], Fixed) and early_exit["positions"].value:
+            deepest = highest(model["depth"])
+            late = [p for p in early_exit["positions"].value if p >= deepest]
+            if late:
+                self.add(positions_at, f"exit positions {late} must lie before the last layer "
+                                       f"(1..depth-1, and depth is at most {deepest})")
+        self._dim_heads(model)
+        io = known_io(task.model_dump()) if task is not None else None
+        if io is not None and io["input_kind"] == "image":
+            self._patches(model["patch_size"], io, task.dataset)
+        constraints = _valid(ConstraintsSpec, data.get("constraints", {}))
+        if io is not None and constraints is not None and constraints.max_params is not None:
+            self._max_params(constraints, model, early_exit, io)
+
+    def _objectives(self, names: list[Any]) -> None:
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if not isinstance(name, str):
+                continue  # the schema reports it
+            if name not in OBJECTIVES:
+                self.add(("objectives", i),
+                         f"unknown objective {show(name)}; {suggest_key(name, list(OBJECTIVES))}")
+            elif name in seen:
+                self.add(("objectives", i), f"duplicate objective {name!r}")
+            seen.add(name)
+
+    def _sweep(self, sweep: dict[str, Any], components: dict[str, Params]) -> None:
+        for knob, values in sweep.items():
+            if knob not in SWEEP_KNOBS:
+                hint = suggest_key(knob, list(SWEEP_KNOBS), "known knobs are")
+                self.add(("sweep", knob), f"unknown sweep knob {knob!r}; {hint}")
+                continue
+            comp = knob.split(".")[0]
+            if comp in components and True not in components[comp]["enabled"].values():
+                self.add(("sweep", knob), f"{comp} is never enabled in this space "
+                                          f"(model.components.{comp}.enabled), so {knob} cannot be swept")
+            if not isinstance(values, list):
+                continue  # the schema reports it
+            if not values:
+                self.add(("sweep", knob), "empty sweep; list at least one value")
+            for i, value in enumerate(values):
+                problem = SWEEP_KNOBS[knob].check(value)
+                if problem and "expected" not in problem:  # type errors come from the schema
+                    self.add(("sweep", knob, i), problem)
+
+    def _dim_heads(self, model: Params) -> None:
+        dim, heads = model["dim"], model["heads"]
+        if isinstance(dim, Fixed) and isinstance(heads, Fixed):
+            if dim.value % heads.value:
+                self.add(("model", "heads"), f"dim ({dim.value}) is not divisible by heads ({heads.value})")
+            return
+        dims, head_counts = dim.values(), heads.values()
+        if dims is not None and head_counts is not None and not any(
+            d % h == 0 for d in dims for h in head_counts
+        ):
+            self.add(("model", "heads"), "no value of dim is divisible by any value of heads")
+
+    def _patches(self, patch: Distribution, io: dict[str, Any], dataset: str) -> None:
+        _, h, w = io["input_shape"]
+        size = f"the {h}x{w} images of {dataset}"
+        if isinstance(patch, Fixed):
+            if h % patch.value or w % patch.value:
+                self.add(("model", "patch_size"), f"patch_size {patch.value} does not divide {size}")
+        elif isinstance(patch, Choice):
+            for i, p in enumerate(patch.items):
+                if h % p or w % p:
+                    self.add(("model", "patch_size", "choice", i), f"patch_size {p} does not divide {size}")
+        elif not any(h % p == 0 and w % p == 0 for p in patch.values() or []):
+            self.add(("model", "patch_size"), f"no patch_size in this range divides {size}")
+
+    def _max_params(self, constraints: ConstraintsSpec, model: Params, early_exit: Params,
+                    io: dict[str, Any]) -> None:
+        smallest = smallest_arch(model, early_exit, io)
+        limit = constraints.max_params
+        if smallest is None or limit is None or smallest[0] <= limit:
+            return
+        count, point = smallest
+        where = ", ".join(f"{k} {v}" for k, v in point.items() if k != "early_exit_heads")
+        heads = point["early_exit_heads"]
+        where += f", {heads} early-exit head{'s' if heads != 1 else ''}" if heads else ", early exit off"
+        self.add(("constraints", "max_params"),
+                 f"no architecture of this space can satisfy it: the smallest has {count:,} "
+                 f"parameters ({where}), above max_params = {limit:,.0f}")
+
+
+def _valid(cls: type[BaseModel], raw: Any) -> Any:
+    """`raw` validated as one section, or None (its problems are reported by the whole document)."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _pydantic_message(err: dict[str, Any]) -> str:
+    """A pydantic error in the words of a search-space file."""
+    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        cls: type[BaseModel] | None = model_at(loc[:-1])
+        options = list(cls.model_fields) if cls is not None else []
+        if loc[:-1] == ("model", "components"):
+            return f"unknown component {loc[-1]!r}; {suggest_key(loc[-1], options, 'known components are')}"
+        return f"unknown key; {suggest_key(loc[-1], options)}"
+    if kind == "missing":
+        return "missing required field"
+    if kind == "literal_error" and loc in _LITERALS:
+        what, options = _LITERALS[loc]
+        return f"unknown {what} {show(value)}; {suggest_key(value, options)}"
+    if kind in _TYPE_WORDS:
+        return f"expected {_TYPE_WORDS[kind]}, got {_short(show(value))}" + number_hint(value)
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_BOUNDS[kind]} {show(bound)}, got {show(value)}"
+    if kind == "too_short":
+        return "must list at least one item"
+    if kind == "string_pattern_mismatch":
+        return f"may hold only letters, digits, '_', '.' and '-', got {show(value)}"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    return str(err.get("msg", "invalid value"))
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
