@@ -184,3 +184,12 @@ def test_a_constraint_makes_trials_infeasible_without_failing_them(tmp_path):
     assert set(r["tags.condsearch.pareto"]) == {"false"}
     assert set(r["tags.condsearch.feasible"]) == {"false"}
     assert load_front(tmp_path / "run") == []
+
+
+def test_register_adds_a_model_version_reachable_by_its_alias(searched, tmp_path):
+    out = export_point(searched, tmp_path / "registered", pick="knee", register="tiny-digits")
+    registered = json.loads((out / "metrics.json").read_text())["registered"]
+    client = mlflow.MlflowClient(f"sqlite:///{searched}/mlflow.db")
+    version = client.get_model_version_by_alias("tiny-digits", "knee")
+    assert str(version.version) == registered["version"]
+    assert version.tags["condsearch.trial"] == str(json.loads((out / "metrics.json").read_text())["trial"])

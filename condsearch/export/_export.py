@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -16,6 +17,9 @@ from condsearch.export._files import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, Expo
 
 def _download(uri: str, run_id: str, name: str, dst: str) -> Path:
     import mlflow
+
+    # One small file each: MLflow's progress bars would only clutter the command's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     try:
         return Path(mlflow.artifacts.download_artifacts(

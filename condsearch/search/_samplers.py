@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -14,8 +15,11 @@ def make_sampler(spec: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler
     jointly within each branch of the space."""
     name, options = spec.get("name", "tpe"), dict(spec.get("options") or {})
     if name == "tpe":
-        defaults = {"multivariate": True, "group": True, "warn_independent_sampling": False}
-        return optuna.samplers.TPESampler(seed=seed, **{**defaults, **options})
+        defaults = {"multivariate": True, "group": True}
+        with warnings.catch_warnings():
+            # `group` is what makes TPE model a conditional space well; we opt in knowingly.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, **{**defaults, **options})
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **options)
     if name == "random":
