@@ -54,7 +54,7 @@ def test_moe_capacity_overflow_skips_the_expert():
         moe.router.weight[0] = 1.0  # positive inputs all prefer expert 0
     x = torch.rand(1, 10, 8) + 0.1
     _, roomy = per_sample_flops(moe, x)
-    set_inference_knobs(moe, {"moe.capacity_factor": 0.2})  # expert 0 takes 1 of the 10 tokens
+    set_inference_knobs(moe, {"moe.eval_capacity_factor": 0.2})  # expert 0 takes 1 of the 10 tokens
     reset_routing_stats(moe)
     out, tight = per_sample_flops(moe, x)
     assert tight.item() < roomy.item()
@@ -86,7 +86,7 @@ def test_moe_training_exposes_a_load_balancing_loss_and_eval_statistics():
     stats = routing_stats(moe)
     assert sum(stats[f"moe.load.expert{i}"] for i in range(4)) == pytest.approx(1.0)
     assert "moe.load_cv" in stats
-    assert inference_knobs(moe) == {"moe.capacity_factor": 2.0}
+    assert inference_knobs(moe) == {"moe.eval_capacity_factor": 2.0}
 
 
 @pytest.mark.parametrize("scorer", ["learned", "cls_attention"])

@@ -204,3 +204,35 @@ def test_to_dict_fills_every_default():
 def test_sampler_options_are_kept_for_the_sampler_constructor():
     text = CONDITIONAL + "sampler:\n  name: nsga2\n  options: {population_size: 8}\n"
     assert parse_space(text).sampler == {"name": "nsga2", "options": {"population_size": 8}}
+
+
+JOINT = """\
+name: joint
+task: {dataset: digits}
+model:
+  backbone: token_transformer
+  dim: 16
+  depth: 3
+  patch_size: 4
+  components:
+    adatape: {enabled: {choice: [true, false]}, theta: {float: [1.0, 3.0]}}
+    early_exit: {enabled: {choice: [true, false]}, threshold: {float: [0.5, 0.99]}}
+    moe: {enabled: {choice: [true, false]}, experts: {choice: [2, 4]}}
+    token_selection: {enabled: {choice: [true, false]}, keep_ratio: {float: [0.25, 1.0]}}
+"""
+
+
+def test_with_adatape_on_early_exit_and_token_selection_are_off_and_not_sampled():
+    trials = sampled(parse_space(JOINT), n=60)
+    with_tape = [(params, arch) for params, arch in trials
+                 if arch["model"]["components"]["adatape"]["enabled"]]
+    assert with_tape and len(with_tape) < 60
+    for params, arch in with_tape:
+        components = arch["model"]["components"]
+        assert components["early_exit"] == {"enabled": False}
+        assert components["token_selection"] == {"enabled": False}
+        assert not any(k.startswith(("model.components.early_exit", "model.components.token_selection"))
+                       for k in params)
+    others = [arch for _, arch in trials if not arch["model"]["components"]["adatape"]["enabled"]]
+    assert any(a["model"]["components"]["early_exit"]["enabled"]
+               and a["model"]["components"]["token_selection"]["enabled"] for a in others)

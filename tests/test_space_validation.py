@@ -116,7 +116,7 @@ def test_an_unknown_component_is_named():
     text = VALID + "  components:\n    mixture: {enabled: true}\n"
     assert problems(text) == [
         "space.yaml:9: model.components.mixture: unknown component 'mixture'; "
-        "known components are: early_exit"
+        "known components are: adatape, early_exit, moe, token_selection"
     ]
 
 
@@ -298,6 +298,20 @@ PARITY_IO = {"input_kind": "sequence", "input_shape": [16], "num_classes": 2, "v
      "components": {"early_exit": {"enabled": True, "positions": [1, 3, 3]}}},
     {"dim": 20, "depth": 6, "heads": 2, "mlp_ratio": 3.0, "patch_size": 2,
      "components": {"early_exit": {"enabled": False, "every": 2}}},
+    {"dim": 16, "depth": 4, "heads": 4, "mlp_ratio": 2.0, "patch_size": 4,
+     "components": {"moe": {"enabled": True, "experts": 3, "every": 2},
+                    "token_selection": {"enabled": True, "scorer": "learned"},
+                    "early_exit": {"enabled": True, "every": 1}}},
+    {"dim": 16, "depth": 3, "heads": 4, "mlp_ratio": 1.0, "patch_size": 2,
+     "components": {"moe": {"enabled": True, "experts": 2, "positions": [1, 3]},
+                    "token_selection": {"enabled": True, "scorer": "cls_attention",
+                                        "positions": [2, 3]}}},
+    {"dim": 16, "depth": 3, "heads": 4, "mlp_ratio": 2.0, "patch_size": 4,
+     "components": {"adatape": {"enabled": True, "bank": "learned", "bank_size": 20,
+                                "max_tape": 5, "insert_after": 1}}},
+    {"dim": 16, "depth": 2, "heads": 4, "mlp_ratio": 2.0, "patch_size": 2,
+     "components": {"adatape": {"enabled": True, "bank": "input", "max_tape": 3},
+                    "moe": {"enabled": True, "experts": 2}}},
 ])
 def test_the_parameter_formula_matches_the_built_model(model, io):
     from condsearch.models import build_model
@@ -315,3 +329,49 @@ def test_an_exponent_without_a_dot_gets_a_hint_since_yaml_reads_it_as_text():
         "space.yaml:9: train.lr: expected a number, got '1e-3' "
         "(YAML reads this as text: write a dot and a signed exponent, e.g. 1.0e-3 or 1.0e+6)"
     )
+
+
+def test_top_k_may_never_exceed_the_number_of_experts():
+    text = VALID + "  components:\n    moe: {enabled: true, experts: {int: [2, 8]}, top_k: {int: [1, 3]}}\n"
+    (line,) = problems(text)
+    assert line == ("space.yaml:9: model.components.moe.top_k: top_k can reach 3 but experts can "
+                    "be as few as 2; top_k must never exceed experts")
+
+
+def test_moe_and_selection_positions_must_lie_within_the_network():
+    text = VALID + ("  components:\n    moe: {enabled: true, positions: [2, 3]}\n"
+                    "    token_selection: {enabled: true, positions: [5]}\n")
+    assert problems(text) == [
+        "space.yaml:9: model.components.moe.positions: MoE positions [3] must lie within the "
+        "network (1..depth, and depth is at most 2)",
+        "space.yaml:10: model.components.token_selection.positions: selection positions [5] must "
+        "lie within the network (1..depth, and depth is at most 2)",
+    ]
+
+
+def test_adatape_cannot_be_forced_on_together_with_early_exit():
+    text = VALID + ("  components:\n    adatape: {enabled: true}\n"
+                    "    early_exit: {enabled: true}\n")
+    (line,) = problems(text)
+    assert line.startswith("space.yaml:10: model.components.early_exit.enabled: early_exit cannot "
+                           "be on while adatape is on")
+
+
+def test_a_learned_tape_bank_must_hold_every_entry_a_sample_may_read():
+    text = VALID + ("  components:\n    adatape: {enabled: true, bank_size: 10, "
+                    "max_tape: {int: [2, 6]}, tokens_per_step: 2}\n")
+    (line,) = problems(text)
+    assert line == ("space.yaml:9: model.components.adatape.bank_size: a learned bank needs at "
+                    "least max_tape x tokens_per_step = 12 rows, but bank_size can be 10")
+
+
+def test_an_input_bank_must_have_enough_positions_and_layers_must_follow_the_tape():
+    text = VALID.replace("digits", "parity\n  length: 8") + (
+        "  components:\n    adatape: {enabled: true, bank: input, max_tape: 5, "
+        "insert_after: 2}\n")
+    assert problems(text) == [
+        "space.yaml:10: model.components.adatape.insert_after: insert_after can reach 2 but depth can be 2; "
+        "at least one layer must follow the tape",
+        "space.yaml:10: model.components.adatape.bank: an input bank has one row per patch or "
+        "position (8 here), fewer than max_tape x tokens_per_step = 10",
+    ]

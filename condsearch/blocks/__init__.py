@@ -9,11 +9,13 @@ from condsearch.blocks._protocol import (
     set_inference_knobs,
     total_aux_loss,
 )
+from condsearch.blocks.adatape import AdaTape
 from condsearch.blocks.early_exit import EarlyExit
 from condsearch.blocks.moe import MoEFeedForward
 from condsearch.blocks.token_selection import TokenSelection
 
 __all__ = [
+    "AdaTape",
     "AdaptiveBlock",
     "EarlyExit",
     "MoEFeedForward",

@@ -122,9 +122,10 @@ class MoEFeedForward(AdaptiveBlock):
         self._assigned.zero_()
 
     def inference_knobs(self) -> dict[str, float]:
-        return {"capacity_factor": self.eval_capacity_factor}
+        return {"eval_capacity_factor": self.eval_capacity_factor}
 
-    def set_inference_knobs(self, capacity_factor: float | None = None, **rest: float) -> None:
+    def set_inference_knobs(self, eval_capacity_factor: float | None = None, **rest: float
+                            ) -> None:
         super().set_inference_knobs(**rest)
-        if capacity_factor is not None:
-            self.eval_capacity_factor = float(capacity_factor)
+        if eval_capacity_factor is not None:
+            self.eval_capacity_factor = float(eval_capacity_factor)

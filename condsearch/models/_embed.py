@@ -45,3 +45,17 @@ class Tokenizer(nn.Module):
         tokens = self.embed(x)
         cls = self.cls.expand(tokens.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1) + self.pos
+
+
+class BankEmbed(nn.Module):
+    """AdaTape's input-driven bank: a second embedding of the input, one bank token per patch or
+    sequence position, with learned positions so a bank token knows where it came from."""
+
+    def __init__(self, embed: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.embed = embed
+        self.pos = nn.Parameter(torch.randn(1, embed.num_tokens, dim) * 0.02)
+        self.num_tokens = embed.num_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x) + self.pos

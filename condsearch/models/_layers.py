@@ -28,20 +28,28 @@ class Attention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm transformer layer: attention then MLP, each with a residual."""
+    """Pre-norm transformer layer: attention then MLP, each with a residual.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+    `mlp` replaces the dense MLP (e.g. a mixture of experts); `select` runs first and may drop
+    tokens (token selection), so the layer itself computes only on the tokens it keeps.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0,
+                 mlp: nn.Module | None = None, select: nn.Module | None = None) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
+        self.select = select
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(
+        self.mlp = mlp if mlp is not None else nn.Sequential(
             nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
         )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.select is not None:
+            x = self.select(x)
         x = x + self.drop(self.attn(self.norm1(x)))
         return x + self.drop(self.mlp(self.norm2(x)))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from condsearch.space._distributions import Distribution, highest, lowest
+from condsearch.space._layout import component, exit_positions, moe_layers, selection_layers
 
 #: input description of the data sets whose shape is known before loading them
 _IMAGE_IO = {"digits": ((1, 8, 8), 10), "fashion_mnist": ((1, 28, 28), 10)}
@@ -27,50 +28,58 @@ def known_io(task: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def exit_count(exit_cfg: dict[str, Any], depth: int) -> int:
-    """How many exit heads an enabled early-exit component adds (as TokenTransformer places them)."""
-    if exit_cfg.get("positions"):
-        return len(set(exit_cfg["positions"]))
-    every = int(exit_cfg.get("every") or 1)
-    return len(range(every, depth, every))
-
-
-def token_transformer_params(
-    dim: int, depth: int, mlp_ratio: float, patch_size: int, exits: int, io: dict[str, Any]
-) -> int:
-    """Trainable parameters of a TokenTransformer with `exits` early-exit heads."""
-    d, classes = dim, int(io["num_classes"])
-    if io["input_kind"] == "image":
-        c, h, w = io["input_shape"]
-        embed = c * patch_size * patch_size * d + d  # Conv2d patch projection
-        tokens = (h // patch_size) * (w // patch_size)
-    else:
-        embed = int(io["vocab_size"]) * d
-        tokens = int(io["input_shape"][0])
-    tokenizer = embed + d + (tokens + 1) * d  # + CLS token + positions
-    hidden = int(d * mlp_ratio)
-    # LayerNorm x2, qkv, proj, MLP in and out
-    layer = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * hidden + hidden) + (hidden * d + d)
-    head = 2 * d + d * classes + classes  # LayerNorm + Linear
-    return tokenizer + depth * layer + (1 + exits) * head
+def _mlp(d: int, hidden: int) -> int:
+    return d * hidden + hidden + hidden * d + d
 
 
 def arch_params(model: dict[str, Any], io: dict[str, Any]) -> int:
-    """Parameter count of the model a resolved `arch["model"]` describes."""
-    exit_cfg = (model.get("components") or {}).get("early_exit") or {}
-    depth = int(model["depth"])
-    exits = exit_count(exit_cfg, depth) if exit_cfg.get("enabled") else 0
-    return token_transformer_params(int(model["dim"]), depth, float(model.get("mlp_ratio", 2.0)),
-                                    int(model.get("patch_size", 2)), exits, io)
+    """Trainable parameters of the TokenTransformer a resolved `arch["model"]` describes."""
+    d, depth, classes = int(model["dim"]), int(model["depth"]), int(io["num_classes"])
+    patch = int(model.get("patch_size", 2))
+    hidden = int(d * float(model.get("mlp_ratio", 2.0)))
+    if io["input_kind"] == "image":
+        c, h, w = io["input_shape"]
+        embed = c * patch * patch * d + d  # Conv2d patch projection
+        tokens = (h // patch) * (w // patch)
+    else:
+        embed = int(io["vocab_size"]) * d
+        tokens = int(io["input_shape"][0])
+    total = embed + d + (tokens + 1) * d  # + CLS token + positions
+    moe, select = component(model, "moe"), component(model, "token_selection")
+    moe_at = set(moe_layers(moe, depth)) if moe else set()
+    select_at = set(selection_layers(select, depth)) if select else set()
+    experts = int(moe.get("experts", 4))
+    scorer = (d + 1) if select.get("scorer", "learned") == "learned" else 2 * (d * 16 + 16)
+    for i in range(1, depth + 1):
+        total += 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d  # LayerNorms, qkv, proj
+        total += d * experts + experts * _mlp(d, hidden) if i in moe_at else _mlp(d, hidden)
+        total += 2 * d + scorer if i in select_at else 0
+    head = 2 * d + d * classes + classes  # LayerNorm + Linear
+    tape = component(model, "adatape")
+    if tape:
+        return total + head + adatape_params(tape, d, embed, tokens)
+    early = component(model, "early_exit")
+    return total + (1 + len(exit_positions(early, depth) if early else [])) * head
+
+
+def adatape_params(tape: dict[str, Any], d: int, embed: int, tokens: int) -> int:
+    """AdaTape's own parameters: bank (learned, or a second embedding with positions), the shared
+    LayerNorm, the key projection and the tape positions."""
+    bank = int(tape.get("bank_size", 32)) * d if tape.get("bank", "learned") == "learned" else (
+        embed + tokens * d)
+    return bank + 2 * d + (d * d + d) + int(tape.get("max_tape", 8)) * d
 
 
 def smallest_arch(
-    model: dict[str, Distribution], early_exit: dict[str, Distribution], io: dict[str, Any]
+    model: dict[str, Distribution], components: dict[str, dict[str, Distribution]],
+    io: dict[str, Any],
 ) -> tuple[int, dict[str, Any]] | None:
     """The fewest parameters any point of the space can have, and that point; None if undecidable.
 
     Parameters grow with dim, depth, mlp_ratio and exit heads, so their lowest values give the
     minimum; patch_size is not monotone (kernel vs. positions), so each admissible one is tried.
+    A component that can be switched off is off at the minimum; one that is always on makes the
+    minimum undecidable here, except early exit, whose fewest heads are counted.
     """
     dims, heads = model["dim"].values(), model["heads"].values()
     if dims is None:
@@ -79,6 +88,9 @@ def smallest_arch(
         dims = [d for d in dims if any(d % h == 0 for h in heads)]
     if not dims:
         return None
+    if any(False not in params["enabled"].values()
+           for name, params in components.items() if name != "early_exit"):
+        return None
     dim, depth, ratio = min(dims), lowest(model["depth"]), lowest(model["mlp_ratio"])
     patches: list[Any] = [2]
     if io["input_kind"] == "image":
@@ -86,22 +98,24 @@ def smallest_arch(
         patches = [p for p in (model["patch_size"].values() or []) if h % p == 0 and w % p == 0]
         if not patches:
             return None
-    exits = _fewest_exits(early_exit, depth)
-    best = min((token_transformer_params(dim, depth, ratio, p, exits, io), p) for p in patches)
-    point = {"dim": dim, "depth": depth, "mlp_ratio": ratio, "early_exit_heads": exits}
-    if io["input_kind"] == "image":
-        point["patch_size"] = best[1]
-    return best[0], point
+    best: tuple[int, dict[str, Any]] | None = None
+    for early in _fewest_exit_options(components["early_exit"]):
+        for patch in patches:
+            point = {"dim": dim, "depth": depth, "mlp_ratio": ratio, "patch_size": patch,
+                     "components": {"early_exit": early}}
+            count = arch_params(point, io)
+            if best is None or count < best[0]:
+                heads_n = len(exit_positions(early, depth)) if early["enabled"] else 0
+                shown = {"dim": dim, "depth": depth, "mlp_ratio": ratio, "early_exit_heads": heads_n}
+                if io["input_kind"] == "image":
+                    shown["patch_size"] = patch
+                best = (count, shown)
+    return best
 
 
-def _fewest_exits(early_exit: dict[str, Distribution], depth: int) -> int:
+def _fewest_exit_options(early_exit: dict[str, Distribution]) -> list[dict[str, Any]]:
     if False in early_exit["enabled"].values():
-        return 0
-    counts = []
-    for positions in early_exit["positions"].values() or [None]:
-        if positions:
-            counts.append(len(set(positions)))
-        else:
-            counts.append(exit_count({"every": highest(early_exit["every"])}, depth))
-    return min(counts)
-
+        return [{"enabled": False}]
+    every = {"enabled": True, "every": highest(early_exit["every"])}
+    return [{"enabled": True, "positions": p} if p else every
+            for p in early_exit["positions"].values() or [None]]

@@ -16,7 +16,12 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp")
 #: objective name -> the direction Optuna optimizes it in
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency": "minimize"}
 #: sweepable inference knobs, `<component>.<knob>` -> the range each value must lie in
-SWEEP_KNOBS = {"early_exit.threshold": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0)}
+SWEEP_KNOBS = {
+    "early_exit.threshold": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
+    "moe.eval_capacity_factor": ParamSpec("float", lo=0.0, lo_open=True),
+    "token_selection.keep_ratio": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
+    "adatape.theta": ParamSpec("float", lo=0.0, lo_open=True),
+}
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # Searchable keys: each may hold a fixed value or a distribution.
@@ -29,6 +34,18 @@ MODEL_PARAMS = {
     "dropout": ParamSpec("float", 0.0, lo=0, hi=1, hi_open=True, doc="dropout rate"),
 }
 COMPONENT_PARAMS = {
+    # AdaTape comes first: when it is on, the components it excludes are not sampled at all.
+    "adatape": {
+        "enabled": ParamSpec("bool", False, doc="switch the component on"),
+        "bank": ParamSpec("enum", "learned", values=("learned", "input"),
+                          doc="learned bank, or one bank token per input patch / position"),
+        "bank_size": ParamSpec("int", 32, lo=1, doc="rows of a learned bank"),
+        "max_tape": ParamSpec("int", 8, lo=1, doc="most tape tokens a sample may read"),
+        "tokens_per_step": ParamSpec("int", 2, lo=1, doc="bank entries merged per tape token"),
+        "theta": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="halting budget"),
+        "ponder_weight": ParamSpec("float", 0.01, lo=0, doc="weight of the ponder loss"),
+        "insert_after": ParamSpec("int", 0, lo=0, doc="layers run before the tape is appended"),
+    },
     "early_exit": {
         "enabled": ParamSpec("bool", False, doc="switch the component on"),
         "every": ParamSpec("int", 1, lo=1, doc="an exit head after every N-th layer"),
@@ -36,6 +53,24 @@ COMPONENT_PARAMS = {
         "criterion": ParamSpec("enum", "confidence", values=("confidence", "entropy")),
         "threshold": ParamSpec("float", 0.9, lo=0, lo_open=True, hi=1, doc="exit certainty"),
         "loss_weight": ParamSpec("float", 0.5, lo=0, doc="weight of the exit heads' loss"),
+    },
+    "moe": {
+        "enabled": ParamSpec("bool", False, doc="switch the component on"),
+        "experts": ParamSpec("int", 4, lo=1, doc="experts per MoE layer"),
+        "top_k": ParamSpec("int", 1, lo=1, doc="experts each token runs"),
+        "capacity_factor": ParamSpec("float", 1.25, lo=0, lo_open=True, doc="in training"),
+        "eval_capacity_factor": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="at inference"),
+        "router_noise": ParamSpec("float", 0.0, lo=0, doc="std of noise on router logits"),
+        "aux_loss_weight": ParamSpec("float", 0.01, lo=0, doc="load-balancing loss weight"),
+        "every": ParamSpec("int", 2, lo=1, doc="an MoE MLP in every N-th layer"),
+        "positions": ParamSpec("int_list", None, lo=1, nullable=True, doc="explicit MoE layers"),
+    },
+    "token_selection": {
+        "enabled": ParamSpec("bool", False, doc="switch the component on"),
+        "keep_ratio": ParamSpec("float", 0.5, lo=0, lo_open=True, hi=1, doc="share of tokens kept"),
+        "positions": ParamSpec("int_list", None, lo=1, nullable=True,
+                               doc="layers before which tokens are selected (default: middle)"),
+        "scorer": ParamSpec("enum", "learned", values=("learned", "cls_attention")),
     },
 }
 TRAIN_PARAMS = {
@@ -83,13 +118,16 @@ class TaskSpec(Strict):
         raise ValueError(f"unknown dataset {value!r}; {hint} (or a 'module:function' factory)")
 
 
-EarlyExitSpec = create_model(
-    "EarlyExitSpec", __base__=Strict, **_param_fields(COMPONENT_PARAMS["early_exit"])
+def _component_spec(name: str) -> Any:
+    title = "".join(part.title() for part in name.split("_")) + "Spec"
+    return create_model(title, __base__=Strict, **_param_fields(COMPONENT_PARAMS[name]))
+
+
+_COMPONENT_SPECS = {name: _component_spec(name) for name in COMPONENT_PARAMS}
+ComponentsSpec = create_model(
+    "ComponentsSpec", __base__=Strict,
+    **{name: (spec, Field(default_factory=spec)) for name, spec in _COMPONENT_SPECS.items()},
 )
-
-
-class ComponentsSpec(Strict):
-    early_exit: EarlyExitSpec = Field(default_factory=EarlyExitSpec)  # type: ignore[valid-type]
 
 
 ModelSpec = create_model(

@@ -16,12 +16,14 @@ from condsearch.space._distributions import (
     Fixed,
     ParamSpec,
     highest,
+    lowest,
     number_hint,
     parse_param,
     show,
     suggest_key,
 )
 from condsearch.space._errors import OVERRIDE_FILE, Problem, SpaceError, dotted
+from condsearch.space._layout import EXCLUDES
 from condsearch.space._lines import LineMap
 from condsearch.space._overrides import Override, apply_overrides
 from condsearch.space._schema import (
@@ -103,13 +105,15 @@ class SearchSpace:
         model: dict[str, Any] = {"backbone": self.backbone}
         model.update({k: pick(d, f"model.{k}") for k, d in self._model.items()})
         components: dict[str, Any] = {}
+        excluded: set[str] = set()
         for comp, params in self._components.items():
             prefix = f"model.components.{comp}"
-            if not pick(params["enabled"], f"{prefix}.enabled"):
+            if comp in excluded or not pick(params["enabled"], f"{prefix}.enabled"):
                 components[comp] = {"enabled": False}
                 continue
             rest = {k: pick(d, f"{prefix}.{k}") for k, d in params.items() if k != "enabled"}
             components[comp] = {"enabled": True, **rest}
+            excluded.update(EXCLUDES.get(comp, ()))
         model["components"] = components
         train = {k: pick(d, f"train.{k}") for k, d in self._train.items()}
         return {"model": model, "train": train}
@@ -270,10 +274,12 @@ class _Checker:
         if isinstance(sweep, dict):
             self._sweep(sweep, components)
         raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
-        raw_exit = (raw_model.get("components") or {}).get("early_exit")
-        positions_at = ("model", "components", "early_exit", "positions")
-        if isinstance(raw_exit, dict) and "every" in raw_exit and raw_exit.get("positions") is not None:
-            self.add(positions_at, "set either every or positions, not both")
+        raw_comps = raw_model.get("components") if isinstance(raw_model.get("components"), dict) else {}
+        for comp in ("early_exit", "moe"):
+            raw = raw_comps.get(comp)
+            if isinstance(raw, dict) and "every" in raw and raw.get("positions") is not None:
+                self.add(("model", "components", comp, "positions"),
+                         "set either every or positions, not both")
         task = _valid(TaskSpec, data.get("task"))
         if task is not None and task.val_fraction + task.test_fraction >= 1:
             self.add(("task", "test_fraction"),
@@ -281,20 +287,70 @@ class _Checker:
                      f"got {task.val_fraction} + {task.test_fraction}")
         if model is None:
             return
-        early_exit = components["early_exit"]
-        if isinstance(early_exit["positions"], Fixed) and early_exit["positions"].value:
-            deepest = highest(model["depth"])
-            late = [p for p in early_exit["positions"].value if p >= deepest]
-            if late:
-                self.add(positions_at, f"exit positions {late} must lie before the last layer "
-                                       f"(1..depth-1, and depth is at most {deepest})")
+        deepest = highest(model["depth"])
+        for comp, where in (("early_exit", "exit positions {} must lie before the last layer "
+                                           "(1..depth-1"),
+                            ("moe", "MoE positions {} must lie within the network (1..depth"),
+                            ("token_selection", "selection positions {} must lie within the "
+                                                "network (1..depth")):
+            positions = components[comp]["positions"]
+            limit = deepest - 1 if comp == "early_exit" else deepest
+            if isinstance(positions, Fixed) and positions.value:
+                late = [p for p in positions.value if p > limit]
+                if late:
+                    self.add(("model", "components", comp, "positions"),
+                             where.format(late) + f", and depth is at most {deepest})")
         self._dim_heads(model)
+        self._moe(components["moe"])
         io = known_io(task.model_dump()) if task is not None else None
+        self._adatape(components, model, io)
         if io is not None and io["input_kind"] == "image":
             self._patches(model["patch_size"], io, task.dataset)
         constraints = _valid(ConstraintsSpec, data.get("constraints", {}))
         if io is not None and constraints is not None and constraints.max_params is not None:
-            self._max_params(constraints, model, early_exit, io)
+            self._max_params(constraints, model, components, io)
+
+    def _moe(self, moe: Params) -> None:
+        if True not in moe["enabled"].values():
+            return
+        experts, top_k = moe["experts"], moe["top_k"]
+        if highest(top_k) > lowest(experts):
+            self.add(("model", "components", "moe", "top_k"),
+                     f"top_k can reach {highest(top_k)} but experts can be as few as "
+                     f"{lowest(experts)}; top_k must never exceed experts")
+
+    def _adatape(self, components: dict[str, Params], model: Params,
+                 io: dict[str, Any] | None) -> None:
+        tape = components["adatape"]
+        if True not in tape["enabled"].values():
+            return
+        at = ("model", "components", "adatape")
+        if highest(tape["insert_after"]) > lowest(model["depth"]) - 1:
+            self.add((*at, "insert_after"),
+                     f"insert_after can reach {highest(tape['insert_after'])} but depth can be "
+                     f"{lowest(model['depth'])}; at least one layer must follow the tape")
+        if tape["enabled"] == Fixed(True):
+            for other in EXCLUDES["adatape"]:
+                if components[other]["enabled"] == Fixed(True):
+                    self.add(("model", "components", other, "enabled"),
+                             f"{other} cannot be on while adatape is on; with adatape enabled "
+                             f"it is switched off (give it a choice or set it false)")
+        reads = highest(tape["max_tape"]) * highest(tape["tokens_per_step"])
+        banks = tape["bank"].values()
+        if "learned" in banks and lowest(tape["bank_size"]) < reads:
+            self.add((*at, "bank_size"),
+                     f"a learned bank needs at least max_tape x tokens_per_step = {reads} rows, "
+                     f"but bank_size can be {lowest(tape['bank_size'])}")
+        if "input" in banks and io is not None:
+            if io["input_kind"] == "image":
+                _, h, w = io["input_shape"]
+                rows = min((h // p) * (w // p) for p in model["patch_size"].values() or [1])
+            else:
+                rows = int(io["input_shape"][0])
+            if rows < reads:
+                self.add((*at, "bank"),
+                         f"an input bank has one row per patch or position ({rows} here), fewer "
+                         f"than max_tape x tokens_per_step = {reads}")
 
     def _objectives(self, names: list[Any]) -> None:
         seen: set[str] = set()
@@ -352,9 +408,9 @@ class _Checker:
         elif not any(h % p == 0 and w % p == 0 for p in patch.values() or []):
             self.add(("model", "patch_size"), f"no patch_size in this range divides {size}")
 
-    def _max_params(self, constraints: ConstraintsSpec, model: Params, early_exit: Params,
-                    io: dict[str, Any]) -> None:
-        smallest = smallest_arch(model, early_exit, io)
+    def _max_params(self, constraints: ConstraintsSpec, model: Params,
+                    components: dict[str, Params], io: dict[str, Any]) -> None:
+        smallest = smallest_arch(model, components, io)
         limit = constraints.max_params
         if smallest is None or limit is None or smallest[0] <= limit:
             return
