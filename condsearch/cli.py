@@ -72,7 +72,7 @@ def validate(
     names = ", ".join(f"{n} ({d[:3]})" for n, d in loaded.objectives)
     out.print(f"{space}: ok — search space {loaded.name!r}, objectives {names}, "
               f"{loaded.trials} trials by default, sampler {loaded.sampler['name']}",
-              markup=False, highlight=False)
+              markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
