@@ -1,0 +1,517 @@
+"""Benchmark: how much of each adaptive block's FLOPs saving shows up as wall-clock saving.
+
+realized speedup = time saving / FLOPs saving, with saving = 1 - adaptive / baseline. FLOPs are
+per-sample means from `condsearch.cost.per_sample_flops` (a few samples cross-checked against
+`reference_counter` run on each sample alone). Times come from interleaved repeats (after a
+warm-up, in eval mode under `torch.inference_mode`): each step, one batch or at batch 1 one
+sample, runs for adaptive and baseline back to back in alternating order, and the time ratio is
+the median over repeats of adaptive / baseline, so drifts in machine load cancel. The verdict is
+on wall-clock; the table also shows the figure over the middle half of the repeats (how much the
+machine's noise moves it), and the JSON the same figure from the thread's CPU time.
+
+- MoE (batch 256, 17 tokens = 16 patches + CLS): a stack of `TransformerLayer`s whose MLP is
+  `MoEFeedForward(dim, hidden, E, k)`, against (a) the same stack with a dense MLP of hidden
+  k*hidden, equal active FLOPs: figure = MoE time / dense time, target <= 1/0.7 (DESIGN.md: >= 0.7 of its
+  speed); and (b) the dense MLP of hidden E*hidden, "all experts", which is what MoE saves
+  against: figure = realized speedup, target >= 0.7.
+- Token selection (batch 1 and 256): `TokenSelection` before the second half of the layers against
+  the same stack without it; figure = realized speedup, target >= 0.8 (ours: DESIGN.md names none).
+  A larger model (more tokens, wider) is also run at batch 1, to show where batch 1 pays off.
+- Early exit (batch 1 over many distinct samples; batch 256 for information): `build_model` with an
+  exit after every layer (random weights, heads scaled to a common certainty so exits spread over
+  the layers), thresholds set so a known share of samples leaves at some exit before the last
+  layer, against the same model with threshold 2 (never exits; its exit heads still run): target
+  >= 0.8 at batch 1. For information also against the same layers with no exit heads.
+
+Threads default to 1: on a small shared machine a second OpenMP thread that has been descheduled
+stalls every parallel op at its barrier (milliseconds each), which swamps what is being measured.
+
+    python experiments/benchmarks/realized_savings.py [--quick] [--threads N] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from condsearch.blocks import MoEFeedForward, TokenSelection, reset_routing_stats, routing_stats
+from condsearch.blocks.early_exit import certainty
+from condsearch.cost import per_sample_flops, reference_counter
+from condsearch.models import build_model
+from condsearch.models._embed import PatchEmbed, Tokenizer
+from condsearch.models._layers import ClassHead, DenseTrunk, TransformerLayer
+
+TARGETS = {
+    "moe_time_ratio_vs_equal_active": 1 / 0.7,  # DESIGN.md: >= 0.7 against equal active FLOPs
+    "moe_realized_vs_all_experts": 0.7,
+    "token_selection_realized": 0.8,  # ours: DESIGN.md names no target for token selection
+    "early_exit_realized_batch1": 0.8,  # DESIGN.md
+}
+
+IMAGE = {"input_kind": "image", "input_shape": [1, 28, 28], "num_classes": 10, "vocab_size": None}
+
+Timing = dict[str, list[float]]  # "wall" and "cpu": seconds of each repeat
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement helpers
+
+
+def _machine(threads: int) -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu_model": cpu or platform.processor(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
+            "python": platform.python_version()}
+
+
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _interleaved(variants: list[list[Callable[[], object]]], repeats: int,
+                 warmup: int = 1) -> list[Timing]:
+    """Wall and thread-CPU seconds per repeat of each variant, a variant being a list of steps.
+
+    Every step (one batch, or one sample at batch 1) is run for all variants back to back, in an
+    order that alternates, so the variants see the same machine from moment to moment.
+    """
+    steps = len(variants[0])
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for variant in variants:
+                for step in variant:
+                    step()
+        out: list[Timing] = [{"wall": [], "cpu": []} for _ in variants]
+        for r in range(repeats):
+            wall, cpu = [0.0] * len(variants), [0.0] * len(variants)
+            for j in range(steps):
+                order = range(len(variants))
+                for i in order if (r + j) % 2 == 0 else reversed(order):
+                    c, w = time.thread_time(), time.perf_counter()
+                    variants[i][j]()
+                    wall[i] += time.perf_counter() - w
+                    cpu[i] += time.thread_time() - c
+            for i in range(len(variants)):
+                out[i]["wall"].append(wall[i])
+                out[i]["cpu"].append(cpu[i])
+    return out
+
+
+def _paired_ratios(a: list[float], b: list[float]) -> list[float]:
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _flops(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    _, flops = per_sample_flops(model, x)
+    return flops
+
+
+def _cross_check(model: nn.Module, x: torch.Tensor, flops: torch.Tensor, samples: int) -> float:
+    """Largest relative gap between per_sample_flops and FlopCounterMode on the sample alone."""
+    worst = 0.0
+    for i in range(min(samples, x.shape[0])):
+        with reference_counter() as counter, torch.no_grad():
+            model(x[i : i + 1])
+        alone = counter.get_total_flops()
+        worst = max(worst, abs(float(flops[i]) - alone) / alone)
+    return worst
+
+
+def _row(component: str, setting: str, batch: int, baseline: str, figure: str,
+         flops_a: torch.Tensor, flops_b: torch.Tensor, timing_a: Timing, timing_b: Timing,
+         per_call: int, target: float | None, extra: dict | None = None) -> dict:
+    """One table row. `per_call`: samples run one at a time in each timed call (1 if batched)."""
+    flops_a_mean, flops_b_mean = flops_a.mean().item(), flops_b.mean().item()
+    flops_saving = 1 - flops_a_mean / flops_b_mean
+
+    def figure_of(ratio: float) -> float:
+        if figure == "time_ratio":
+            return ratio
+        return (1 - ratio) / flops_saving if flops_saving > 0 else float("nan")
+
+    ratios = _paired_ratios(timing_a["wall"], timing_b["wall"])
+    ratio = statistics.median(ratios)
+    cpu_ratio = statistics.median(_paired_ratios(timing_a["cpu"], timing_b["cpu"]))
+    time_saving, value = 1 - ratio, figure_of(ratio)
+    # the figure over the middle half of the repeats: how much the machine's noise moves it
+    spread = sorted(figure_of(q) for q in _quartiles(ratios)[::2])
+    met = None
+    if target is not None:
+        met = value <= target if figure == "time_ratio" else value >= target
+
+    def ms(t: list[float]) -> float:
+        return statistics.median(t) / per_call * 1e3
+
+    return {"component": component, "setting": setting, "batch": batch, "baseline": baseline,
+            "figure": figure, "flops_per_sample_adaptive": flops_a_mean,
+            "flops_per_sample_baseline": flops_b_mean, "flops_saving": flops_saving,
+            "time_adaptive_ms": ms(timing_a["wall"]), "time_baseline_ms": ms(timing_b["wall"]),
+            "cpu_time_adaptive_ms": ms(timing_a["cpu"]),
+            "cpu_time_baseline_ms": ms(timing_b["cpu"]),
+            "time_saving": time_saving, "cpu_time_saving": 1 - cpu_ratio, "value": value,
+            "value_interquartile": spread, "value_from_cpu_time": figure_of(cpu_ratio),
+            "target": target, "target_met": met,
+            "repeats": len(timing_a["wall"]), **(extra or {})}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. mixture of experts
+
+
+def _moe_stack(dim: int, depth: int, heads: int, hidden: int, moe: tuple[int, int] | None,
+               seed: int) -> nn.Module:
+    """`depth` transformer layers; MLP hidden `hidden`, or MoE with (experts, top_k) of `hidden`."""
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(depth):
+        layer = TransformerLayer(dim, heads, hidden / dim)
+        if moe is not None:
+            experts, top_k = moe
+            layer.mlp = MoEFeedForward(dim, hidden, experts=experts, top_k=top_k)
+        layers.append(layer)
+    return nn.Sequential(*layers).eval()
+
+
+def bench_moe(cfg: dict, repeats: int, checks: list) -> list[dict]:
+    dim, depth, heads, hidden = cfg["dim"], cfg["depth"], cfg["heads"], cfg["hidden"]
+    batch, tokens = cfg["batch"], cfg["tokens"]
+    x = torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(1))
+    rows = []
+    for experts, top_k in cfg["experts_topk"]:
+        moe = _moe_stack(dim, depth, heads, hidden, (experts, top_k), seed=0)
+        active = _moe_stack(dim, depth, heads, top_k * hidden, None, seed=0)
+        every = _moe_stack(dim, depth, heads, experts * hidden, None, seed=0)
+        reset_routing_stats(moe)
+        f_moe = _flops(moe, x)
+        stats = [b.routing_stats() for b in moe.modules() if isinstance(b, MoEFeedForward)]
+        f_active, f_every = _flops(active, x), _flops(every, x)
+        setting = f"dim {dim} E{experts} k{top_k} h{hidden}"
+        checks.append({"model": f"moe {setting}",
+                       "max_rel_error": _cross_check(moe, x, f_moe, cfg["check_samples"])})
+        t_moe, t_active, t_every = _interleaved(
+            [[lambda m=moe: m(x)], [lambda m=active: m(x)], [lambda m=every: m(x)]], repeats)
+        extra = {"experts": experts, "top_k": top_k, "dim": dim, "hidden": hidden,
+                 "depth": depth, "tokens": tokens,
+                 "dropped_fraction_per_layer": [s["dropped_fraction"] for s in stats],
+                 "load_cv_per_layer": [s["load_cv"] for s in stats]}
+        rows.append(_row("moe", setting, batch, f"dense MLP h={top_k * hidden} (equal active)",
+                         "time_ratio", f_moe, f_active, t_moe, t_active, 1,
+                         TARGETS["moe_time_ratio_vs_equal_active"], extra))
+        rows.append(_row("moe", setting, batch, f"dense MLP h={experts * hidden} (all experts)",
+                         "realized", f_moe, f_every, t_moe, t_every, 1,
+                         TARGETS["moe_realized_vs_all_experts"], extra))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. token selection
+
+
+class _SelectingViT(nn.Module):
+    """Patch tokens -> layers, with an optional block between the halves -> CLS head."""
+
+    def __init__(self, tokenizer: nn.Module, layers: nn.ModuleList, head: nn.Module,
+                 select: nn.Module | None) -> None:
+        super().__init__()
+        self.tokenizer, self.layers, self.head = tokenizer, layers, head
+        self.select = select
+        self.at = len(layers) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.tokenizer(x)
+        for i, layer in enumerate(self.layers):
+            if i == self.at and self.select is not None:
+                h = self.select(h)
+            h = layer(h)
+        return self.head(h)
+
+
+def _steps(model: nn.Module, xs: torch.Tensor, batch: int) -> list[Callable[[], object]]:
+    """One step per sample at batch 1, else one step for the whole batch."""
+    if batch == 1:
+        return [lambda xi=xi: model(xi[None]) for xi in xs]
+    return [lambda: model(xs)]
+
+
+def bench_token_selection(cfg: dict, repeats: int, checks: list) -> list[dict]:
+    dim, depth, heads, patch = cfg["dim"], cfg["depth"], cfg["heads"], cfg["patch"]
+    c, hgt, wid = cfg["input_shape"]
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(PatchEmbed(c, hgt, wid, patch, dim), dim)
+    layers = nn.ModuleList(TransformerLayer(dim, heads, 2.0) for _ in range(depth))
+    head = ClassHead(dim, 10)
+    plain = _SelectingViT(tokenizer, layers, head, None).eval()
+    tokens = tokenizer.embed.num_tokens + 1
+    gen = torch.Generator().manual_seed(2)
+    rows = []
+    for keep in cfg["keep_ratios"]:
+        selecting = _SelectingViT(tokenizer, layers, head, TokenSelection(dim, keep)).eval()
+        for batch in cfg["batches"]:
+            n = cfg["batch1_samples"] if batch == 1 else batch  # batch 1: distinct samples
+            xs = torch.randn(n, c, hgt, wid, generator=gen)
+            per_call = n if batch == 1 else 1
+            f_sel, f_plain = _flops(selecting, xs), _flops(plain, xs)
+            if batch == cfg["batches"][0]:
+                checks.append({"model": f"token selection keep {keep}, dim {dim}",
+                               "max_rel_error": _cross_check(selecting, xs, f_sel,
+                                                             cfg["check_samples"])})
+            t_sel, t_plain = _interleaved(
+                [_steps(selecting, xs, batch), _steps(plain, xs, batch)], repeats)
+            setting = f"keep {keep}, {tokens} tok, dim {dim}, depth {depth}"
+            rows.append(_row("token_selection", setting, batch, "no selection", "realized",
+                             f_sel, f_plain, t_sel, t_plain, per_call,
+                             TARGETS["token_selection_realized"],
+                             {"keep_ratio": keep, "tokens": tokens, "dim": dim, "depth": depth,
+                              "samples": xs.shape[0]}))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. early exit
+
+
+class _NoExits(nn.Module):
+    """The early-exit model's tokenizer, layers and final head, with no exit heads at all."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.tokenizer = model.tokenizer
+        self.trunk = DenseTrunk(list(model.trunk.layers), model.trunk.final_head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.tokenizer(x))
+
+
+def _early_exit_model(cfg: dict) -> nn.Module:
+    exit_cfg = {"enabled": True, "every": 1, "threshold": 0.5}
+    arch = {"model": {"backbone": "token_transformer", "dim": cfg["dim"], "depth": cfg["depth"],
+                      "heads": cfg["heads"], "patch_size": cfg["patch"],
+                      "components": {"early_exit": exit_cfg}}}
+    torch.manual_seed(0)
+    model = build_model(arch, IMAGE)
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)  # random but decisive heads, so certainties spread out
+    return model.eval()
+
+
+def _equalise_heads(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Scale each exit head's logits so its median certainty on `x` is 0.5.
+
+    With random weights each head's certainty sits in its own narrow band, so one threshold would
+    send every early sample to the same head; calibrated heads spread the exits over the layers.
+    """
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    scales = []
+    for head, logits in zip(model.trunk.exit_heads, model.trunk._train_exit_logits, strict=True):
+        lo, hi = -8.0, 8.0  # log2 of the scale, by bisection
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if certainty(logits * 2**mid, "confidence").median() < 0.5:
+                lo = mid
+            else:
+                hi = mid
+        scale = 2 ** ((lo + hi) / 2)
+        head.fc.weight.data *= scale  # the head's last layer: logits scale by exactly this
+        head.fc.bias.data *= scale
+        scales.append(scale)
+    return scales
+
+
+def _early_share_threshold(model: nn.Module, x: torch.Tensor, share: float) -> float:
+    """A threshold at which `share` of these samples leave at some exit before the last layer.
+
+    A sample leaves early iff its most certain exit head reaches the threshold, so the threshold is
+    taken midway between two neighbouring per-sample maxima (no sample sits on it).
+    """
+    model.train()
+    with torch.no_grad():
+        model(x)
+    heads = torch.stack([certainty(logits, "confidence")
+                         for logits in model.trunk._train_exit_logits])
+    model.eval()
+    best = heads.max(0).values.sort(descending=True).values
+    cut = round(share * best.numel())
+    return float(best[cut - 1] + best[cut]) / 2
+
+
+def bench_early_exit(cfg: dict, repeats: int, checks: list) -> list[dict]:
+    model = _early_exit_model(cfg)
+    static = _NoExits(model).eval()
+    trunk, depth = model.trunk, cfg["depth"]
+    gen = torch.Generator().manual_seed(3)
+    calibrate = torch.randn(1024, *IMAGE["input_shape"], generator=gen)
+    _equalise_heads(model, calibrate)
+    singles = torch.randn(cfg["batch1_samples"], *IMAGE["input_shape"], generator=gen)
+    batch = torch.randn(cfg["batch"], *IMAGE["input_shape"], generator=gen)
+
+    def with_threshold(t: float, steps: list[Callable[[], object]]) -> list[Callable[[], None]]:
+        def at(step: Callable[[], object]) -> Callable[[], None]:
+            def call() -> None:
+                trunk.threshold = t
+                step()
+
+            return call
+
+        return [at(step) for step in steps]
+
+    rows = []
+    for share in cfg["early_shares"]:
+        threshold = _early_share_threshold(model, calibrate, share)
+        for x, size in ((singles, 1), (batch, cfg["batch"])):
+            trunk.threshold = 2.0
+            f_never, f_static = _flops(model, x), _flops(static, x)
+            trunk.threshold = threshold
+            reset_routing_stats(model)
+            f_exit = _flops(model, x)
+            stats = routing_stats(model)
+            if size == 1 and share == cfg["early_shares"][0]:
+                checks.append({"model": f"early exit share {share}", "max_rel_error":
+                               _cross_check(model, x, f_exit, cfg["check_samples"])})
+            per_call = len(x) if size == 1 else 1
+            steps = _steps(model, x, size)
+            t_exit, t_never, t_static = _interleaved(
+                [with_threshold(threshold, steps), with_threshold(2.0, steps),
+                 _steps(static, x, size)], repeats)
+            trunk.threshold = threshold
+            extra = {"threshold": threshold, "early_share_calibrated": share,
+                     "early_share_measured": 1 - stats[f"early_exit.exit_rate.layer{depth}"],
+                     "exit_rates": {k.split(".", 1)[1]: v for k, v in stats.items()},
+                     "samples": x.shape[0], "depth": depth, "dim": cfg["dim"]}
+            setting = f"{share:.0%} exit early (T={threshold:.3f}), depth {depth}, dim {cfg['dim']}"
+            target = TARGETS["early_exit_realized_batch1"] if size == 1 else None
+            rows.append(_row("early_exit", setting, size, "threshold 2 (never exits)",
+                             "realized", f_exit, f_never, t_exit, t_never, per_call, target,
+                             extra))
+            rows.append(_row("early_exit", setting, size, "same layers, no exit heads",
+                             "realized", f_exit, f_static, t_exit, t_static, per_call, None,
+                             extra))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _configs(quick: bool) -> dict:
+    if quick:
+        return {
+            "repeats": {"moe": 5, "token_selection": 5, "early_exit": 5},
+            "moe": {"dim": 128, "depth": 1, "heads": 4, "hidden": 256, "batch": 256,
+                    "tokens": 17, "experts_topk": [(8, 1)], "check_samples": 2},
+            "token_selection": [{"dim": 64, "depth": 6, "heads": 4, "patch": 4,
+                                 "input_shape": [1, 28, 28], "keep_ratios": [0.5],
+                                 "batches": [1, 256], "batch1_samples": 32,
+                                 "check_samples": 2}],
+            "early_exit": {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "batch": 256,
+                           "batch1_samples": 32, "early_shares": [0.5], "check_samples": 3},
+        }
+    return {
+        "repeats": {"moe": 21, "token_selection": 11, "early_exit": 9},
+        "moe": {"dim": 128, "depth": 2, "heads": 4, "hidden": 256, "batch": 256, "tokens": 17,
+                "experts_topk": [(4, 1), (4, 2), (8, 1), (8, 2)], "check_samples": 3},
+        "token_selection": [
+            {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "input_shape": [1, 28, 28],
+             "keep_ratios": [0.5, 0.25], "batches": [1, 256], "batch1_samples": 64,
+             "check_samples": 3},
+            {"dim": 192, "depth": 6, "heads": 6, "patch": 4, "input_shape": [1, 56, 56],
+             "keep_ratios": [0.5, 0.25], "batches": [1], "batch1_samples": 16,
+             "check_samples": 2},
+        ],
+        "early_exit": {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "batch": 256,
+                       "batch1_samples": 100, "early_shares": [0.25, 0.5, 0.9],
+                       "check_samples": 5},
+    }
+
+
+def _print_table(rows: list[dict]) -> None:
+    head = (f"{'component':15} {'setting':44} {'batch':>5}  {'baseline':31} {'FLOPs sav':>9} "
+            f"{'time sav':>8}  {'figure':16} {'value':>6} {'(middle half)':>16}  {'target':>6} ok")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        figure = "t(MoE)/t(dense)" if r["figure"] == "time_ratio" else "realized speedup"
+        if r["target"] is None:
+            target, ok = "info", "-"
+        else:
+            sign = "<=" if r["figure"] == "time_ratio" else ">="
+            target, ok = f"{sign}{r['target']:.2f}", "✓" if r["target_met"] else "✗"
+        spread = "({:.2f} to {:.2f})".format(*r["value_interquartile"])
+        print(f"{r['component']:15} {r['setting'][:44]:44} {r['batch']:>5}  "
+              f"{r['baseline'][:31]:31} {r['flops_saving']:>9.1%} {r['time_saving']:>8.1%}  "
+              f"{figure:16} {r['value']:>6.2f} {spread:>16}  {target:>6} {ok}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a ~20 s smoke version")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("realized_savings.json")))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = _configs(args.quick)
+    load_start, start = _load(), time.perf_counter()
+    checks: list[dict] = []
+    sections: dict[str, float] = {}
+    rows = bench_moe(cfg["moe"], cfg["repeats"]["moe"], checks)
+    sections["moe"] = time.perf_counter() - start
+    for ts_cfg in cfg["token_selection"]:
+        rows += bench_token_selection(ts_cfg, cfg["repeats"]["token_selection"], checks)
+    sections["token_selection"] = time.perf_counter() - start - sections["moe"]
+    rows += bench_early_exit(cfg["early_exit"], cfg["repeats"]["early_exit"], checks)
+    elapsed = time.perf_counter() - start
+    sections["early_exit"] = elapsed - sections["moe"] - sections["token_selection"]
+    load_end = _load()
+    _print_table(rows)
+    print("\nper_sample_flops vs FlopCounterMode on the sample alone (max relative error):")
+    for c in checks:
+        print(f"  {c['model']:40} {c['max_rel_error']:.2e}")
+    print(f"\n{elapsed:.0f} s, {args.threads} thread(s), load average {load_start} -> {load_end}")
+    report = {
+        "machine": {**_machine(args.threads), "load_average_start": load_start,
+                    "load_average_end": load_end},
+        "quick": args.quick, "seconds": elapsed, "seconds_per_section": sections,
+        "configs": cfg, "targets": TARGETS,
+        "definitions": {
+            "saving": "1 - adaptive / baseline; FLOPs as per-sample means from "
+                      "per_sample_flops; time as the median over repeats of adaptive / baseline "
+                      "timed back to back (wall-clock; *_cpu_* from the thread's CPU time)",
+            "realized": "time saving / FLOPs saving; target met when value >= target",
+            "time_ratio": "adaptive time / baseline time, baseline of equal active FLOPs; target "
+                          "met when value <= target (1/0.7: at least 0.7 of the dense speed)",
+            "times_ms": "median per forward pass, per sample where batch is 1",
+            "token_selection_target": "0.8 is ours; DESIGN.md names no target for it",
+        },
+        "flop_cross_checks": checks, "results": rows,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
