@@ -69,10 +69,14 @@ class MoEFeedForward(AdaptiveBlock):
 
         flat = x.reshape(n * t, d)
         out = torch.zeros_like(flat)
-        token = torch.arange(n * t, device=x.device).view(n, t, 1).expand(n, t, self.top_k)
-        rows, experts, weights = token[kept], choice[kept], gates[kept]
+        # One nonzero over the (token, choice) slots that run, then index_select gathers: boolean
+        # masks and fancy indexing cost several times more on the CPU.
+        slots = kept.reshape(-1).nonzero().squeeze(1)
+        experts = choice.reshape(-1).index_select(0, slots)
         order = torch.argsort(experts, stable=True)
-        rows, experts, weights = rows[order], experts[order], weights[order]
+        slots, experts = slots.index_select(0, order), experts.index_select(0, order)
+        rows = torch.div(slots, self.top_k, rounding_mode="floor")
+        weights = gates.reshape(-1).index_select(0, slots)
         counts = torch.bincount(experts, minlength=self.num_experts).tolist()
         start = 0
         for e, count in enumerate(counts):
@@ -80,7 +84,7 @@ class MoEFeedForward(AdaptiveBlock):
                 continue
             r = rows[start : start + count]
             with owners(torch.div(r, t, rounding_mode="floor")):
-                y = self.experts[e](flat[r])
+                y = self.experts[e](flat.index_select(0, r))
             out.index_add_(0, r, y * weights[start : start + count, None].to(y.dtype))
             start += count
         return out.view(n, t, d)

@@ -75,6 +75,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def write(rows: list[dict[str, Any]], settings: dict[str, Any], out: Path) -> str:
     text = table(rows)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2)
                                       + "\n")
     readme = out / "README.md"
