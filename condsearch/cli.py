@@ -55,20 +55,25 @@ def _resolve_workdir(workdir: Path | None) -> Path:
           + ", ".join(str(p) for p in found))
 
 
+def _load_space(space: Path, overrides: list[str] | None) -> Any:
+    """The validated space, or exit 2 with its `file:line: key: problem` lines."""
+    from condsearch.space import SpaceError, load_space
+
+    try:
+        return load_space(space, overrides or [])
+    except SpaceError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{space}: cannot read: {exc.strerror or exc}")
+
+
 @app.command()
 def validate(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value.")] = None,
 ) -> None:
     """Check a search space; print `file:line: key: problem` lines and exit 2 when it is wrong."""
-    from condsearch.space import SpaceError, load_space
-
-    try:
-        loaded = load_space(space, set_ or [])
-    except SpaceError as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"{space}: cannot read: {exc.strerror or exc}")
+    loaded = _load_space(space, set_)
     names = ", ".join(f"{n} ({d[:3]})" for n, d in loaded.objectives)
     out.print(f"{space}: ok — search space {loaded.name!r}, objectives {names}, "
               f"{loaded.trials} trials by default, sampler {loaded.sampler['name']}",
@@ -90,14 +95,7 @@ def search(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run (or resume) a search: trials are trained, measured and logged to MLflow."""
-    from condsearch.space import SpaceError, load_space
-
-    try:
-        loaded = load_space(space, set_ or [])
-    except SpaceError as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"{space}: cannot read: {exc.strerror or exc}")
+    loaded = _load_space(space, set_)
     if address:
         import os
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from flop_checks import assert_matches_alone
 from torch import nn
 
 from condsearch.blocks import (
@@ -15,7 +16,7 @@ from condsearch.blocks import (
     total_aux_loss,
 )
 from condsearch.blocks.adatape import AdaTape
-from condsearch.cost import per_sample_flops, reference_counter
+from condsearch.cost import per_sample_flops
 from condsearch.models._layers import ClassHead, TransformerLayer
 
 DIM, SEQ, VOCAB = 16, 12, 3
@@ -100,15 +101,6 @@ def spread_theta(model: TapeNet, x: torch.Tensor) -> float:
     return best
 
 
-def alone(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    counts = []
-    for i in range(x.shape[0]):
-        with reference_counter() as counter, torch.no_grad():
-            model(x[i : i + 1])
-        counts.append(counter.get_total_flops())
-    return torch.tensor(counts, dtype=torch.float64)
-
-
 @pytest.mark.parametrize(
     "bank,max_tape,k,seed",
     [("learned", 4, 3, 0), ("learned", 6, 2, 1), ("input", 6, 2, 2), ("input", 4, 3, 3)],
@@ -120,13 +112,7 @@ def test_samples_match_flop_counter_alone(bank, max_tape, k, seed):
     lengths = model.lengths(x)
     assert len(lengths.unique()) >= 2, f"tape lengths should differ: {lengths.tolist()}"
 
-    out, flops = per_sample_flops(model, x)
-    reference = alone(model, x)
-    close = (flops - reference).abs() <= 0.01 * reference
-    assert close.float().mean() >= 0.99, f"mismatch at {(~close).nonzero().flatten().tolist()}"
-    with reference_counter() as counter, torch.no_grad():
-        model(x)
-    assert flops.sum().item() == pytest.approx(counter.get_total_flops(), rel=1e-9)
+    out, flops = assert_matches_alone(model, x)
     # Samples with the same tape length cost the same; a longer tape costs more.
     per_length = {int(n): flops[lengths == n].unique() for n in lengths.unique()}
     assert all(v.numel() == 1 for v in per_length.values())

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from flop_checks import assert_matches_alone
 
 from condsearch.blocks import (
     inference_knobs,
@@ -11,28 +12,8 @@ from condsearch.blocks import (
 )
 from condsearch.blocks.moe import MoEFeedForward
 from condsearch.blocks.token_selection import TokenSelection
-from condsearch.cost import per_sample_flops, reference_counter
+from condsearch.cost import per_sample_flops
 from condsearch.models._layers import TransformerLayer
-
-
-def alone(module, x):
-    counts = []
-    for i in range(x.shape[0]):
-        with reference_counter() as counter, torch.no_grad():
-            module(x[i : i + 1])
-        counts.append(counter.get_total_flops())
-    return torch.tensor(counts, dtype=torch.float64)
-
-
-def assert_matches_alone(module, x):
-    out, flops = per_sample_flops(module, x)
-    reference = alone(module, x)
-    close = (flops - reference).abs() <= 0.01 * reference
-    assert close.float().mean() >= 0.99, f"mismatch at {(~close).nonzero().flatten().tolist()}"
-    with reference_counter() as counter, torch.no_grad():
-        module(x)
-    assert flops.sum().item() == pytest.approx(counter.get_total_flops(), rel=1e-9)
-    return out, flops
 
 
 @pytest.mark.parametrize("experts,top_k,capacity", [(4, 1, 2.0), (4, 2, 1.0), (8, 2, 0.5), (6, 3, 0.25)])

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from flop_checks import alone
 from torch import nn
 
 from condsearch.blocks.early_exit import certainty
@@ -10,16 +11,6 @@ from condsearch.models import build_model
 
 IMAGE = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
 SEQUENCE = {"input_kind": "sequence", "input_shape": [12], "num_classes": 2, "vocab_size": 3}
-
-
-def alone(model, x):
-    """FLOPs FlopCounterMode counts for each sample run on its own (batch size 1)."""
-    counts = []
-    for i in range(x.shape[0]):
-        with reference_counter() as counter, torch.no_grad():
-            model(x[i : i + 1])
-        counts.append(counter.get_total_flops())
-    return torch.tensor(counts, dtype=torch.float64)
 
 
 def early_exit_model(io, positions, criterion, seed):

@@ -3,6 +3,7 @@ FLOPs, knobs reachable by name, and each component really changing what runs."""
 
 import pytest
 import torch
+from flop_checks import assert_matches_alone
 
 from condsearch.blocks import (
     AdaTape,
@@ -11,7 +12,7 @@ from condsearch.blocks import (
     inference_knobs,
     set_inference_knobs,
 )
-from condsearch.cost import per_sample_flops, reference_counter
+from condsearch.cost import per_sample_flops
 from condsearch.models import build_model
 
 IMAGE = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
@@ -43,22 +44,6 @@ def inputs(io, n, seed=0):
     return torch.randint(0, io["vocab_size"], (n, *io["input_shape"]), generator=g)
 
 
-def assert_exact(model, x):
-    _, flops = per_sample_flops(model, x)
-    alone = []
-    for i in range(x.shape[0]):
-        with reference_counter() as counter, torch.no_grad():
-            model(x[i : i + 1])
-        alone.append(counter.get_total_flops())
-    alone = torch.tensor(alone, dtype=torch.float64)
-    close = (flops - alone).abs() <= 0.01 * alone
-    assert close.float().mean() >= 0.99, f"mismatch at {(~close).nonzero().flatten().tolist()}"
-    with reference_counter() as counter, torch.no_grad():
-        model(x)
-    assert flops.sum().item() == pytest.approx(counter.get_total_flops(), rel=1e-9)
-    return flops
-
-
 def test_moe_token_selection_and_early_exit_combine_with_exact_per_sample_flops():
     model = model_with(IMAGE, {
         "moe": {"enabled": True, "experts": 4, "top_k": 2, "eval_capacity_factor": 0.75},
@@ -69,7 +54,7 @@ def test_moe_token_selection_and_early_exit_combine_with_exact_per_sample_flops(
     assert sum(isinstance(m, TokenSelection) for m in model.modules()) == 1  # before layer 3
     assert set(inference_knobs(model)) == {"early_exit.threshold", "moe.eval_capacity_factor",
                                            "token_selection.keep_ratio"}
-    flops = assert_exact(model, inputs(IMAGE, 60))
+    flops = assert_matches_alone(model, inputs(IMAGE, 60))[1]
     assert len(set(flops.tolist())) > 1
 
 
@@ -87,7 +72,7 @@ def test_adatape_in_the_transformer_reads_tapes_of_different_lengths_exactly_cou
         set_inference_knobs(model, {"adatape.theta": theta})
         if len(set(per_sample_flops(model, x)[1].tolist())) > 1:
             break
-    flops = assert_exact(model, x)
+    flops = assert_matches_alone(model, x)[1]
     assert len(set(flops.tolist())) > 1, "samples should read tapes of different lengths"
     assert set(inference_knobs(model)) == {"adatape.theta", "moe.eval_capacity_factor"}
 
