@@ -49,18 +49,14 @@ def total_aux_loss(model: nn.Module, targets: torch.Tensor) -> torch.Tensor | No
 def routing_stats(model: nn.Module) -> dict[str, float]:
     """Routing statistics of every adaptive block, keyed `<component>.<stat>`; where a component
     has several blocks (e.g. MoE in two layers), `<component>.block<i>.<stat>`, i from 0."""
-    blocks = adaptive_blocks(model)
-    counts: dict[str, int] = {}
-    for block in blocks:
-        counts[block.knob_prefix] = counts.get(block.knob_prefix, 0) + 1
-    seen: dict[str, int] = {}
+    by_prefix: dict[str, list[AdaptiveBlock]] = {}
+    for block in adaptive_blocks(model):
+        by_prefix.setdefault(block.knob_prefix, []).append(block)
     stats: dict[str, float] = {}
-    for block in blocks:
-        prefix = block.knob_prefix
-        if counts[prefix] > 1:
-            prefix = f"{prefix}.block{seen.get(block.knob_prefix, 0)}"
-            seen[block.knob_prefix] = seen.get(block.knob_prefix, 0) + 1
-        stats.update({f"{prefix}.{k}": v for k, v in block.routing_stats().items()})
+    for prefix, blocks in by_prefix.items():
+        for i, block in enumerate(blocks):
+            name = prefix if len(blocks) == 1 else f"{prefix}.block{i}"
+            stats.update({f"{name}.{k}": v for k, v in block.routing_stats().items()})
     return stats
 
 
