@@ -4,10 +4,12 @@ from condsearch.blocks._protocol import (
     AdaptiveBlock,
     adaptive_blocks,
     inference_knobs,
+    observe_targets,
     reset_routing_stats,
     routing_stats,
     set_inference_knobs,
     total_aux_loss,
+    training_progress,
 )
 from condsearch.blocks.adatape import AdaTape
 from condsearch.blocks.early_exit import EarlyExit
@@ -22,8 +24,10 @@ __all__ = [
     "TokenSelection",
     "adaptive_blocks",
     "inference_knobs",
+    "observe_targets",
     "reset_routing_stats",
     "routing_stats",
     "set_inference_knobs",
     "total_aux_loss",
+    "training_progress",
 ]

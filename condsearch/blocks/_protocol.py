@@ -19,6 +19,12 @@ class AdaptiveBlock(nn.Module):
         """Extra training loss from the last forward pass (None when the block adds none)."""
         return None
 
+    def training_progress(self, step: int, steps_per_epoch: int) -> None:
+        """Told before each optimizer step (from 0), for blocks whose routing follows a schedule."""
+
+    def observe_targets(self, targets: torch.Tensor) -> None:
+        """Told the labels of the batch just evaluated, for statistics that need them."""
+
     def routing_stats(self) -> dict[str, float]:
         """Statistics of the routing decisions taken since the last `reset_stats` in eval mode."""
         return {}
@@ -58,6 +64,16 @@ def routing_stats(model: nn.Module) -> dict[str, float]:
             name = prefix if len(blocks) == 1 else f"{prefix}.block{i}"
             stats.update({f"{name}.{k}": v for k, v in block.routing_stats().items()})
     return stats
+
+
+def training_progress(model: nn.Module, step: int, steps_per_epoch: int) -> None:
+    for block in adaptive_blocks(model):
+        block.training_progress(step, steps_per_epoch)
+
+
+def observe_targets(model: nn.Module, targets: torch.Tensor) -> None:
+    for block in adaptive_blocks(model):
+        block.observe_targets(targets)
 
 
 def reset_routing_stats(model: nn.Module) -> None:

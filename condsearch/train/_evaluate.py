@@ -11,6 +11,7 @@ from torch import nn
 
 from condsearch.blocks import (
     inference_knobs,
+    observe_targets,
     reset_routing_stats,
     routing_stats,
     set_inference_knobs,
@@ -74,6 +75,7 @@ def evaluate(model: nn.Module, task: Any, split: str = "val", batch_size: int = 
     for start in range(0, x.shape[0], batch_size):
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
         out, f = per_sample_flops(model, xb)
+        observe_targets(model, yb)
         correct += int((out.argmax(-1) == yb).sum())
         flops.append(f)
     stats = routing_stats(model)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condsearch.blocks import total_aux_loss
+from condsearch.blocks import adaptive_blocks, total_aux_loss
 from condsearch.train._device import seed_everything
 from condsearch.train._evaluate import accuracy
 
@@ -69,6 +69,7 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     step = 0
+    blocks = adaptive_blocks(model)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
@@ -77,6 +78,8 @@ def fit(
             if step >= total:
                 break
             idx = order[start : start + batch]
+            for block in blocks:
+                block.training_progress(step, per_epoch)
             with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
                 loss = training_loss(model, x_train[idx], y_train[idx])
             if not torch.isfinite(loss):
