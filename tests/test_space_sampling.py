@@ -181,7 +181,7 @@ def test_the_repository_search_spaces_load_and_sample(path):
     assert space.name == path.stem and space.path == str(path)
     assert space.sweep, "every shipped space sweeps the inference knob of its component"
     for _, arch in sampled(space, n=5):
-        assert arch["model"]["backbone"] == "token_transformer"
+        assert arch["model"]["backbone"] in space.backbones
 
 
 @pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.name)

@@ -22,6 +22,7 @@ from condsearch.search._points import (
     Point,
 )
 from condsearch.search._trial import OBJECTIVE_METRICS, TrialResult
+from condsearch.space import knob_param
 
 ATTR_ERROR = "condsearch.error"
 #: constraint name -> metric it bounds
@@ -56,8 +57,7 @@ def _knob_params(trial_params: dict[str, Any], distributions: dict[str, Any],
     """The trial's params with each swept knob's value put in where the space sampled it."""
     params = dict(trial_params)
     for knob, value in knobs.items():
-        component, name = knob.split(".", 1)
-        key = f"model.components.{component}.{name}"
+        key = knob_param(knob)
         dist = distributions.get(key)
         if dist is not None and dist._contains(dist.to_internal_repr(value)):
             params[key] = value

@@ -5,7 +5,7 @@ Importing this package loads neither torch, numpy nor Optuna, so `condsearch val
 
 from condsearch.space._distributions import Choice, Fixed, FloatRange, IntRange
 from condsearch.space._errors import Problem, SpaceError
-from condsearch.space._schema import BUILTIN_DATASETS, OBJECTIVES, SAMPLERS, SWEEP_KNOBS
+from condsearch.space._schema import BUILTIN_DATASETS, OBJECTIVES, SAMPLERS, SWEEP_KNOBS, knob_param
 from condsearch.space._space import SearchSpace, load_space, parse_space
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Problem",
     "SearchSpace",
     "SpaceError",
+    "knob_param",
     "load_space",
     "parse_space",
 ]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from condsearch.space._distributions import ParamSpec
 
 BUILTIN_DATASETS = ("parity", "digits", "fashion_mnist", "npz")
-BACKBONES = ("token_transformer",)
+BACKBONES = ("token_transformer", "cigt", "nac")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 #: objective name -> the direction Optuna optimizes it in
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency": "minimize"}
@@ -21,10 +21,15 @@ SWEEP_KNOBS = {
     "moe.eval_capacity_factor": ParamSpec("float", lo=0.0, lo_open=True),
     "token_selection.keep_ratio": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
     "adatape.theta": ParamSpec("float", lo=0.0, lo_open=True),
+    "cigt.multipath_threshold": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
+    "nac.keep_ratio": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
 }
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # Searchable keys: each may hold a fixed value or a distribution.
+BACKBONE = ParamSpec("enum", "token_transformer", required=True, values=BACKBONES,
+                     doc="the network family; a choice makes the sampler pick one per trial")
+#: the token transformer's keys (directly under `model`); `required` ones only where it can be picked
 MODEL_PARAMS = {
     "dim": ParamSpec("int", required=True, lo=1, doc="token width"),
     "depth": ParamSpec("int", required=True, lo=1, doc="number of transformer layers"),
@@ -73,6 +78,42 @@ COMPONENT_PARAMS = {
         "scorer": ParamSpec("enum", "learned", values=("learned", "cls_attention")),
     },
 }
+#: the other backbones' keys, each in its own section (`model.cigt`, `model.nac`)
+BACKBONE_PARAMS = {
+    "cigt": {
+        "widths": ParamSpec("int_list", [1, 2, 4], lo=1, doc="blocks in each trellis layer"),
+        "channels": ParamSpec("int", 32, lo=1, doc="conv channels of one block"),
+        "hidden": ParamSpec("int", 128, lo=2, doc="FC width of one leaf block"),
+        "router_dim": ParamSpec("int", 64, lo=1, doc="hidden width of each router"),
+        "ig_weight": ParamSpec("float", 1.0, lo=0, doc="information-gain loss weight (lambda)"),
+        "balance": ParamSpec("float", 1.0, lo=0, doc="weight of H(p(n)) in the gain (beta)"),
+        "temperature": ParamSpec("float", 25.0, lo=0, lo_open=True, doc="router softmax T0"),
+        "temperature_decay": ParamSpec("float", 0.9999, lo=0, lo_open=True, hi=1,
+                                       doc="T multiplies by this each optimizer step"),
+        "temperature_min": ParamSpec("float", 0.1, lo=0, lo_open=True, doc="floor of T"),
+        "warmup_epochs": ParamSpec("int", 1, lo=0, doc="epochs of random routes at the start"),
+        "random_routing": ParamSpec("float", 0.5, lo=0, hi=1,
+                                    doc="share of each batch routed at random after warm-up"),
+        "multipath_threshold": ParamSpec("float", 1.0, lo=0, lo_open=True, hi=1,
+                                         doc="at inference, also run paths more probable than this"),
+    },
+    "nac": {
+        "dim": ParamSpec("int", 64, lo=1, doc="module state width"),
+        "input_modules": ParamSpec("int", 8, lo=1, doc="modules that read the input tokens"),
+        "mediators": ParamSpec("int", 32, lo=1, doc="modules that propagate"),
+        "layers": ParamSpec("int", 4, lo=1, doc="propagation layers"),
+        "heads": ParamSpec("int", 4, lo=1, doc="attention heads; must divide dim"),
+        "signature_dim": ParamSpec("int", 16, lo=1, doc="width of module signatures"),
+        "code_dim": ParamSpec("int", 32, lo=1, doc="width of module codes"),
+        "tau": ParamSpec("float", 0.9, lo=0, lo_open=True, hi=2,
+                         doc="kernel truncation: lower is sparser"),
+        "mlp_ratio": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="FFN hidden width / dim"),
+        "patch_size": ParamSpec("int", 4, lo=1, doc="square patch side for images"),
+        "keep_ratio": ParamSpec("float", 1.0, lo=0, lo_open=True, hi=1,
+                                doc="share of mediators run at inference"),
+        "dropout": ParamSpec("float", 0.0, lo=0, hi=1, hi_open=True, doc="dropout rate"),
+    },
+}
 TRAIN_PARAMS = {
     "epochs": ParamSpec("int", 5, lo=1),
     "steps": ParamSpec("int", None, lo=1, nullable=True, doc="optimizer steps; overrides epochs"),
@@ -92,8 +133,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _param_fields(params: dict[str, ParamSpec]) -> dict[str, Any]:
-    return {name: (Any, ... if s.required else s.default) for name, s in params.items()}
+def _param_fields(params: dict[str, ParamSpec], required: bool = True) -> dict[str, Any]:
+    return {name: (Any, ... if s.required and required else s.default) for name, s in params.items()}
+
+
+def knob_param(knob: str) -> str:
+    """The parameter name under which a space samples an inference knob `<component>.<knob>`."""
+    component, name = knob.split(".", 1)
+    return f"model.{component}.{name}" if component in BACKBONE_PARAMS else (
+        f"model.components.{component}.{name}")
 
 
 class TaskSpec(Strict):
@@ -130,12 +178,19 @@ ComponentsSpec = create_model(
 )
 
 
+_BACKBONE_SPECS = {
+    name: create_model("".join(p.title() for p in name.split("_")).upper() + "Spec", __base__=Strict,
+                       **_param_fields(params))
+    for name, params in BACKBONE_PARAMS.items()
+}
+# Which keys are required depends on the backbones a space can pick, so the checker enforces it.
 ModelSpec = create_model(
     "ModelSpec",
     __base__=Strict,
-    backbone=(Literal[BACKBONES], ...),
+    backbone=(Any, ...),
     components=(ComponentsSpec, Field(default_factory=ComponentsSpec)),
-    **_param_fields(MODEL_PARAMS),
+    **{name: (spec | None, None) for name, spec in _BACKBONE_SPECS.items()},
+    **_param_fields(MODEL_PARAMS, required=False),
 )
 TrainSpec = create_model("TrainSpec", __base__=Strict, **_param_fields(TRAIN_PARAMS))
 

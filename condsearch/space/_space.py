@@ -27,6 +27,8 @@ from condsearch.space._layout import EXCLUDES
 from condsearch.space._lines import LineMap
 from condsearch.space._overrides import Override, apply_overrides
 from condsearch.space._schema import (
+    BACKBONE,
+    BACKBONE_PARAMS,
     BACKBONES,
     COMPONENT_PARAMS,
     MODEL_PARAMS,
@@ -51,12 +53,15 @@ class SearchSpace:
     `build_model` reads and export writes out.
     """
 
-    def __init__(self, doc: SpaceDocument, model: Params, components: dict[str, Params],
-                 train: Params, path: str | None, source: str) -> None:
+    def __init__(self, doc: SpaceDocument, backbone: Distribution, model: Params,
+                 components: dict[str, Params], sections: dict[str, Params], train: Params,
+                 path: str | None, source: str) -> None:
         self.name: str = doc.name
         self.path = path
         self.source = source
-        self.backbone: str = doc.model.backbone
+        self._backbone = backbone
+        #: the backbones a trial can get, in the order the space lists them
+        self.backbones: list[str] = list(backbone.values())
         self.task: dict[str, Any] = doc.task.model_dump()
         self.objectives: list[tuple[str, str]] = [(o, OBJECTIVES[o]) for o in doc.objectives]
         self.constraints: dict[str, float | None] = {
@@ -67,15 +72,19 @@ class SearchSpace:
         self.trials: int = doc.search.trials
         self.seed: int = doc.search.seed
         self._model, self._components, self._train = model, components, train
+        self._sections = sections
 
     def __repr__(self) -> str:
         return f"SearchSpace(name={self.name!r}, path={self.path!r})"
 
     def distributions(self) -> dict[str, Distribution]:
         """Every searchable key by its Optuna parameter name (`model.dim`, `train.lr`, ...)."""
-        out = {f"model.{k}": d for k, d in self._model.items()}
+        out: dict[str, Distribution] = {"model.backbone": self._backbone}
+        out.update({f"model.{k}": d for k, d in self._model.items()})
         for comp, params in self._components.items():
             out.update({f"model.components.{comp}.{k}": d for k, d in params.items()})
+        for name, params in self._sections.items():
+            out.update({f"model.{name}.{k}": d for k, d in params.items()})
         out.update({f"train.{k}": d for k, d in self._train.items()})
         return out
 
@@ -102,7 +111,12 @@ class SearchSpace:
         return arch
 
     def _resolve(self, pick: Any) -> dict[str, Any]:
-        model: dict[str, Any] = {"backbone": self.backbone}
+        backbone = pick(self._backbone, "model.backbone")
+        train = {k: pick(d, f"train.{k}") for k, d in self._train.items()}
+        if backbone != "token_transformer":
+            section = {k: pick(d, f"model.{backbone}.{k}") for k, d in self._sections[backbone].items()}
+            return {"model": {"backbone": backbone, backbone: section}, "train": train}
+        model: dict[str, Any] = {"backbone": backbone}
         model.update({k: pick(d, f"model.{k}") for k, d in self._model.items()})
         components: dict[str, Any] = {}
         excluded: set[str] = set()
@@ -115,17 +129,19 @@ class SearchSpace:
             components[comp] = {"enabled": True, **rest}
             excluded.update(EXCLUDES.get(comp, ()))
         model["components"] = components
-        train = {k: pick(d, f"train.{k}") for k, d in self._train.items()}
         return {"model": model, "train": train}
 
     def to_dict(self) -> dict[str, Any]:
         """The validated document as plain data, defaults filled in; it parses back to this space."""
-        model: dict[str, Any] = {"backbone": self.backbone}
-        model.update({k: d.to_plain() for k, d in self._model.items()})
-        model["components"] = {
-            comp: {k: d.to_plain() for k, d in params.items()}
-            for comp, params in self._components.items()
-        }
+        model: dict[str, Any] = {"backbone": self._backbone.to_plain()}
+        if "token_transformer" in self.backbones:
+            model.update({k: d.to_plain() for k, d in self._model.items()})
+            model["components"] = {
+                comp: {k: d.to_plain() for k, d in params.items()}
+                for comp, params in self._components.items()
+            }
+        for name, params in self._sections.items():
+            model[name] = {k: d.to_plain() for k, d in params.items()}
         return {
             "name": self.name,
             "task": copy.deepcopy(self.task),
@@ -170,12 +186,14 @@ def parse_space(text: str, path: str = "<string>", overrides: list[str] | None =
         check.add((), f"expected a mapping of keys (name, task, model, ...), got {show(data)}")
         raise check.error()
     doc = check.document(data)
-    model, components, train = check.params(data)
-    check.cross(data, model, components)
+    backbone, model, components, sections, train = check.params(data)
+    check.cross(data, backbone, model, components, sections)
     if check.problems:
         raise check.error()
-    assert doc is not None and model is not None  # no problems means every part validated
-    return SearchSpace(doc, model, components, train, None if path == "<string>" else path, text)
+    # no problems means every part validated
+    assert doc is not None and backbone is not None and model is not None
+    return SearchSpace(doc, backbone, model, components, sections, train,
+                       None if path == "<string>" else path, text)
 
 
 def _syntax_problem(path: str, err: yaml.YAMLError) -> Problem:
@@ -194,7 +212,7 @@ _TYPE_WORDS = {
     "finite_number": "a finite number",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-_LITERALS = {("model", "backbone"): ("backbone", BACKBONES), ("sampler", "name"): ("sampler", SAMPLERS)}
+_LITERALS = {("sampler", "name"): ("sampler", SAMPLERS)}
 
 
 class _Checker:
@@ -229,10 +247,25 @@ class _Checker:
                 self.add(loc, _pydantic_message(e))
             return None
 
-    def params(self, data: dict[str, Any]) -> tuple[Params | None, dict[str, Params], Params]:
-        """Parse every searchable key; the model's are None when any of them is invalid."""
+    def params(self, data: dict[str, Any]) -> tuple[
+        Distribution | None, Params | None, dict[str, Params], dict[str, Params], Params
+    ]:
+        """Parse every searchable key: (backbone, token-transformer keys, components, the other
+        backbones' sections, train). The model's are None when any of them is invalid."""
+        raw_train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        train = self._section(("train",), raw_train, TRAIN_PARAMS) or {}
         raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
-        model = self._section(("model",), raw_model, MODEL_PARAMS)
+        backbone = self._backbone(raw_model)
+        if backbone is None:
+            return None, None, {}, {}, train
+        possible = backbone.values()
+        transformer = "token_transformer" in possible
+        if not transformer:
+            for key in (*MODEL_PARAMS, "components"):
+                if key in raw_model:
+                    self.add(("model", key), f"applies to the token_transformer backbone only, "
+                                             f"and this space's backbone is {_either(possible)}")
+        model = self._section(("model",), raw_model, MODEL_PARAMS, require=transformer)
         components: dict[str, Params] = {}
         raw_comps = raw_model.get("components")
         raw_comps = raw_comps if isinstance(raw_comps, dict) else {}
@@ -243,17 +276,38 @@ class _Checker:
                 model = None
             else:
                 components[comp] = parsed
-        raw_train = data.get("train") if isinstance(data.get("train"), dict) else {}
-        train = self._section(("train",), raw_train, TRAIN_PARAMS) or {}
-        return model, components, train
+        sections: dict[str, Params] = {}
+        for name, specs in BACKBONE_PARAMS.items():
+            raw = raw_model.get(name)
+            if name not in possible:
+                if raw is not None:
+                    self.add(("model", name), f"configures the {name} backbone, and this space's "
+                                              f"backbone is {_either(possible)}")
+                continue
+            parsed = self._section(("model", name), raw if isinstance(raw, dict) else {}, specs)
+            if parsed is None:
+                model = None
+            else:
+                sections[name] = parsed
+        return backbone, model, components, sections, train
 
-    def _section(self, at: PathT, raw: dict[str, Any], specs: dict[str, ParamSpec]) -> Params | None:
+    def _backbone(self, raw_model: dict[str, Any]) -> Distribution | None:
+        if "backbone" not in raw_model:
+            return None  # reported by the schema as a missing field
+        dist, issues = parse_param(raw_model["backbone"], BACKBONE)
+        for sub, message in issues:
+            self.add(("model", "backbone", *sub), message.replace("unknown value", "unknown backbone"))
+        return dist
+
+    def _section(self, at: PathT, raw: dict[str, Any], specs: dict[str, ParamSpec],
+                 require: bool = True) -> Params | None:
         out: Params = {}
         ok = True
         for name, spec in specs.items():
             if name not in raw:
-                if spec.required:
-                    ok = False  # reported by the schema as a missing field
+                if spec.required and require:
+                    self.add((*at, name), "missing required field")
+                    ok = False
                 out[name] = Fixed(spec.default)
                 continue
             dist, issues = parse_param(raw[name], spec)
@@ -265,14 +319,16 @@ class _Checker:
                 out[name] = dist
         return out if ok else None
 
-    def cross(self, data: dict[str, Any], model: Params | None, components: dict[str, Params]) -> None:
+    def cross(self, data: dict[str, Any], backbone: Distribution | None, model: Params | None,
+              components: dict[str, Params], sections: dict[str, Params]) -> None:
         """Checks that involve more than one key; each runs when the keys it reads are valid."""
         objectives = data.get("objectives")
         if isinstance(objectives, list):
             self._objectives(objectives)
+        possible = backbone.values() if backbone is not None else list(BACKBONES)
         sweep = data.get("sweep")
         if isinstance(sweep, dict):
-            self._sweep(sweep, components)
+            self._sweep(sweep, components, possible)
         raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
         raw_comps = raw_model.get("components") if isinstance(raw_model.get("components"), dict) else {}
         for comp in ("early_exit", "moe"):
@@ -285,7 +341,11 @@ class _Checker:
             self.add(("task", "test_fraction"),
                      f"val_fraction + test_fraction must be < 1 to leave training data, "
                      f"got {task.val_fraction} + {task.test_fraction}")
+        io = known_io(task.model_dump()) if task is not None else None
         if model is None:
+            return
+        self._other_backbones(sections, io, task.dataset if task is not None else "")
+        if "token_transformer" not in possible:
             return
         deepest = highest(model["depth"])
         for comp, where in (("early_exit", "exit positions {} must lie before the last layer "
@@ -300,15 +360,31 @@ class _Checker:
                 if late:
                     self.add(("model", "components", comp, "positions"),
                              where.format(late) + f", and depth is at most {deepest})")
-        self._dim_heads(model)
+        self._dim_heads(model, ("model", "heads"))
         self._moe(components["moe"])
-        io = known_io(task.model_dump()) if task is not None else None
         self._adatape(components, model, io)
         if io is not None and io["input_kind"] == "image":
-            self._patches(model["patch_size"], io, task.dataset)
+            self._patches(("model", "patch_size"), model["patch_size"], io, task.dataset)
         constraints = _valid(ConstraintsSpec, data.get("constraints", {}))
-        if io is not None and constraints is not None and constraints.max_params is not None:
+        only_transformer = possible == ["token_transformer"]
+        if (only_transformer and io is not None and constraints is not None
+                and constraints.max_params is not None):
             self._max_params(constraints, model, components, io)
+
+    def _other_backbones(self, sections: dict[str, Params], io: dict[str, Any] | None,
+                         dataset: str) -> None:
+        cigt, nac = sections.get("cigt"), sections.get("nac")
+        if cigt is not None:
+            if io is not None and io["input_kind"] != "image":
+                self.add(("model", "backbone"), f"the cigt backbone is convolutional and needs "
+                                                f"images, but {dataset} gives {io['input_kind']}s")
+            if any(len(w) < 2 for w in cigt["widths"].values()):
+                self.add(("model", "cigt", "widths"),
+                         "a trellis needs at least 2 layers (the last one holds the leaves)")
+        if nac is not None:
+            self._dim_heads(nac, ("model", "nac", "heads"))
+            if io is not None and io["input_kind"] == "image":
+                self._patches(("model", "nac", "patch_size"), nac["patch_size"], io, dataset)
 
     def _moe(self, moe: Params) -> None:
         if True not in moe["enabled"].values():
@@ -364,13 +440,16 @@ class _Checker:
                 self.add(("objectives", i), f"duplicate objective {name!r}")
             seen.add(name)
 
-    def _sweep(self, sweep: dict[str, Any], components: dict[str, Params]) -> None:
+    def _sweep(self, sweep: dict[str, Any], components: dict[str, Params], possible: list[str]) -> None:
         for knob, values in sweep.items():
             if knob not in SWEEP_KNOBS:
                 hint = suggest_key(knob, list(SWEEP_KNOBS), "known knobs are")
                 self.add(("sweep", knob), f"unknown sweep knob {knob!r}; {hint}")
                 continue
             comp = knob.split(".")[0]
+            if comp in BACKBONE_PARAMS and comp not in possible:
+                self.add(("sweep", knob), f"the backbone is never {comp} in this space "
+                                          f"(model.backbone), so {knob} cannot be swept")
             if comp in components and True not in components[comp]["enabled"].values():
                 self.add(("sweep", knob), f"{comp} is never enabled in this space "
                                           f"(model.components.{comp}.enabled), so {knob} cannot be swept")
@@ -383,30 +462,30 @@ class _Checker:
                 if problem and "expected" not in problem:  # type errors come from the schema
                     self.add(("sweep", knob, i), problem)
 
-    def _dim_heads(self, model: Params) -> None:
+    def _dim_heads(self, model: Params, at: PathT) -> None:
         dim, heads = model["dim"], model["heads"]
         if isinstance(dim, Fixed) and isinstance(heads, Fixed):
             if dim.value % heads.value:
-                self.add(("model", "heads"), f"dim ({dim.value}) is not divisible by heads ({heads.value})")
+                self.add(at, f"dim ({dim.value}) is not divisible by heads ({heads.value})")
             return
         dims, head_counts = dim.values(), heads.values()
         if dims is not None and head_counts is not None and not any(
             d % h == 0 for d in dims for h in head_counts
         ):
-            self.add(("model", "heads"), "no value of dim is divisible by any value of heads")
+            self.add(at, "no value of dim is divisible by any value of heads")
 
-    def _patches(self, patch: Distribution, io: dict[str, Any], dataset: str) -> None:
+    def _patches(self, at: PathT, patch: Distribution, io: dict[str, Any], dataset: str) -> None:
         _, h, w = io["input_shape"]
         size = f"the {h}x{w} images of {dataset}"
         if isinstance(patch, Fixed):
             if h % patch.value or w % patch.value:
-                self.add(("model", "patch_size"), f"patch_size {patch.value} does not divide {size}")
+                self.add(at, f"patch_size {patch.value} does not divide {size}")
         elif isinstance(patch, Choice):
             for i, p in enumerate(patch.items):
                 if h % p or w % p:
-                    self.add(("model", "patch_size", "choice", i), f"patch_size {p} does not divide {size}")
+                    self.add((*at, "choice", i), f"patch_size {p} does not divide {size}")
         elif not any(h % p == 0 and w % p == 0 for p in patch.values() or []):
-            self.add(("model", "patch_size"), f"no patch_size in this range divides {size}")
+            self.add(at, f"no patch_size in this range divides {size}")
 
     def _max_params(self, constraints: ConstraintsSpec, model: Params,
                     components: dict[str, Params], io: dict[str, Any]) -> None:
@@ -421,6 +500,10 @@ class _Checker:
         self.add(("constraints", "max_params"),
                  f"no architecture of this space can satisfy it: the smallest has {count:,} "
                  f"parameters ({where}), above max_params = {limit:,.0f}")
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else "one of " + ", ".join(names)
 
 
 def _valid(cls: type[BaseModel], raw: Any) -> Any:
