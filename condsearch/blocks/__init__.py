@@ -12,13 +12,17 @@ from condsearch.blocks._protocol import (
     training_progress,
 )
 from condsearch.blocks.adatape import AdaTape
+from condsearch.blocks.cigt import CIGTTrellis
 from condsearch.blocks.early_exit import EarlyExit
 from condsearch.blocks.moe import MoEFeedForward
+from condsearch.blocks.nac import Circuit
 from condsearch.blocks.token_selection import TokenSelection
 
 __all__ = [
     "AdaTape",
     "AdaptiveBlock",
+    "CIGTTrellis",
+    "Circuit",
     "EarlyExit",
     "MoEFeedForward",
     "TokenSelection",

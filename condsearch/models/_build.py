@@ -7,9 +7,11 @@ from typing import Any
 from torch import nn
 
 from condsearch.blocks import set_inference_knobs
+from condsearch.models._cigt import CIGT
+from condsearch.models._nac import NAC
 from condsearch.models._token_transformer import TokenTransformer
 
-BACKBONES = {"token_transformer": TokenTransformer}
+BACKBONES = {"token_transformer": TokenTransformer, "cigt": CIGT, "nac": NAC}
 
 
 def _io(task: Any) -> dict[str, Any]:
