@@ -89,6 +89,8 @@ def search(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (ray backend).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI "
                                                      "(default: sqlite in the workdir).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna study database URL (default: "
+                                                "sqlite in the workdir).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler and training seed.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value; "
                                                    "repeatable.")] = None,
@@ -96,16 +98,13 @@ def search(
 ) -> None:
     """Run (or resume) a search: trials are trained, measured and logged to MLflow."""
     loaded = _load_space(space, set_)
-    if address:
-        import os
-
-        os.environ["RAY_ADDRESS"] = address
     from condsearch.search import search as run_search
 
     workdir = workdir or Path("runs") / loaded.name
     try:
         summary = run_search(loaded, trials=trials, workdir=workdir, backend=backend,
-                             tracking_uri=tracking_uri, seed=seed, progress=not quiet)
+                             tracking_uri=tracking_uri, seed=seed, progress=not quiet,
+                             storage=storage, address=address)
     except KeyboardInterrupt:
         _fail(f"interrupted; completed trials are kept in {workdir}; run the same command "
               "to resume", 130)

@@ -208,6 +208,10 @@ class SamplerSpec(Strict):
 class SearchSpec(Strict):
     trials: int = Field(12, ge=1)
     seed: int = Field(0, ge=0)
+    concurrency: int = Field(1, ge=1)  # trials running at once (ray backend)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
+    max_retries: int = Field(2, ge=0)  # reruns of a trial whose worker died
 
 
 class SpaceDocument(Strict):

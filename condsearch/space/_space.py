@@ -71,6 +71,8 @@ class SearchSpace:
         self.sweep: dict[str, list[float]] = {k: [float(x) for x in v] for k, v in doc.sweep.items()}
         self.trials: int = doc.search.trials
         self.seed: int = doc.search.seed
+        #: how trials run on the ray backend: concurrency, cpus/gpus per trial, max_retries
+        self.execution: dict[str, Any] = doc.search.model_dump(exclude={"trials", "seed"})
         self._model, self._components, self._train = model, components, train
         self._sections = sections
 
@@ -151,7 +153,7 @@ class SearchSpace:
             "train": {k: d.to_plain() for k, d in self._train.items()},
             "sampler": copy.deepcopy(self.sampler),
             "sweep": copy.deepcopy(self.sweep),
-            "search": {"trials": self.trials, "seed": self.seed},
+            "search": {"trials": self.trials, "seed": self.seed, **self.execution},
         }
 
 
