@@ -83,6 +83,7 @@ BACKBONE_PARAMS = {
     "cigt": {
         "widths": ParamSpec("int_list", [1, 2, 4], lo=1, doc="blocks in each trellis layer"),
         "channels": ParamSpec("int", 32, lo=1, doc="conv channels of one block"),
+        "kernel": ParamSpec("int", 5, lo=1, doc="conv kernel side of the non-leaf layers"),
         "hidden": ParamSpec("int", 128, lo=2, doc="FC width of one leaf block"),
         "router_dim": ParamSpec("int", 64, lo=1, doc="hidden width of each router"),
         "ig_weight": ParamSpec("float", 1.0, lo=0, doc="information-gain loss weight (lambda)"),

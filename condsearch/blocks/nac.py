@@ -1,0 +1,396 @@
+"""Neural Attentive Circuits (Rahaman, Weiss et al., NeurIPS 2022): modules wired by a kernel.
+
+Every module u has a learned signature s_u, a learned code c_u and a state. The code makes the
+shared weights compute a different function per module (`ModFC`); the signatures decide who
+talks to whom (`circuit_log_kernel`): d_uv = 1 - cos(s_u, s_v), K_uv = exp(-d_uv / b) where
+d_uv < tau and 0 elsewhere, and log K is added to the attention logits (`kernel_attention`).
+`Circuit` runs the whole executor: input modules read the tokens, mediators propagate, one
+output module reads out. At inference it can drop mediators (the `keep_ratio` knob).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from condsearch.blocks._protocol import AdaptiveBlock
+
+
+class ModFC(nn.Module):
+    """Module-conditioned linear layer: y = W (x * LN(W_c c_u)) + b.
+
+    W and b are shared by every module; each module's code only rescales the input features
+    (LayerNorm without affine parameters, as the official ModFC's default). `code_scale` turns
+    codes [U, code_dim] into scales [U, in_features]; `forward` applies them to x [..., U, in].
+    """
+
+    def __init__(self, in_features: int, out_features: int, code_dim: int,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.code_proj = nn.Linear(code_dim, in_features, bias=False)
+
+    def code_scale(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(self.code_proj(codes), (self.linear.in_features,))
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.linear(x * scale)
+
+
+def module_distance(signatures: torch.Tensor) -> torch.Tensor:
+    """d_uv = 1 - cos(s_u, s_v) for signatures [U, k]; exactly 0 on the diagonal."""
+    s = F.normalize(signatures, dim=-1)
+    dist = 1.0 - s @ s.T
+    eye = torch.eye(dist.shape[0], dtype=torch.bool, device=dist.device)
+    return dist.masked_fill(eye, 0.0)
+
+
+def circuit_log_kernel(signatures: torch.Tensor, bandwidth: torch.Tensor,
+                       tau: float) -> torch.Tensor:
+    """log K_uv = -d_uv / b where d_uv < tau, -inf where the pair is truncated.
+
+    Every module keeps its link to itself (d_uu = 0 < tau), so no receiver is left without a
+    sender. The official code also normalises log K over the senders; that shifts each row of
+    the logits by a constant, which the softmax ignores, so it is left out.
+    """
+    dist = module_distance(signatures)
+    return (-dist / bandwidth).masked_fill(dist >= tau, float("-inf"))
+
+
+def kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                     log_kernel: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d_h) + log K) v for q [B, R, D], k and v [B, S, D], log K [R, S]."""
+    b, r, d = q.shape
+    s = k.shape[1]
+    q = q.view(b, r, heads, d // heads).transpose(1, 2)
+    k = k.view(b, s, heads, d // heads).transpose(1, 2)
+    v = v.view(b, s, heads, d // heads).transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=log_kernel, dropout_p=dropout)
+    return y.transpose(1, 2).reshape(b, r, d)
+
+
+class FeedForward(nn.Module):
+    """Pre-LN code-conditioned MLP with a residual: h + W2(GELU(W1(LN h ; c)) ; c)."""
+
+    def __init__(self, dim: int, hidden: int, code_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = ModFC(dim, hidden, code_dim)
+        self.fc2 = ModFC(hidden, dim, code_dim)
+        self.drop = nn.Dropout(dropout)
+
+    def constants(self, codes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.fc1.code_scale(codes), self.fc2.code_scale(codes)
+
+    def forward(self, h: torch.Tensor, scales: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        s1, s2 = scales
+        y = self.drop(F.gelu(self.fc1(self.norm(h), s1)))
+        return h + self.drop(self.fc2(y, s2))
+
+
+class KernelAttention(nn.Module):
+    """Receivers attend to senders; queries, keys/values and the exit projection are ModFCs
+    (queries and exit with the receiver's code, keys and values with the sender's; keys and
+    values share one code scale), and the log-kernel is added to the logits."""
+
+    def __init__(self, dim: int, heads: int, code_dim: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q = ModFC(dim, dim, code_dim)
+        self.kv = ModFC(dim, 2 * dim, code_dim)
+        self.out = ModFC(dim, dim, code_dim)
+        self.dropout = dropout
+
+    def constants(self, receiver_codes: torch.Tensor,
+                  sender_codes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.q.code_scale(receiver_codes), self.kv.code_scale(sender_codes),
+                self.out.code_scale(receiver_codes))
+
+    def forward(self, receivers: torch.Tensor, senders: torch.Tensor,
+                scales: tuple[torch.Tensor, ...], log_kernel: torch.Tensor) -> torch.Tensor:
+        sq, skv, so = scales
+        k, v = self.kv(senders, skv).chunk(2, dim=-1)
+        drop = self.dropout if self.training else 0.0
+        y = kernel_attention(self.q(receivers, sq), k, v, self.heads, log_kernel, drop)
+        return self.out(y, so)
+
+
+class PropagationLayer(nn.Module):
+    """Mediators receive from [input modules, mediators] (pre-LN, residual), then an FFN."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, code_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = KernelAttention(dim, heads, code_dim, dropout)
+        self.ffn = FeedForward(dim, hidden, code_dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor) -> tuple:
+        return self.attn.constants(receiver_codes, sender_codes), self.ffn.constants(receiver_codes)
+
+    def forward(self, inputs: torch.Tensor, mediators: torch.Tensor, scales: tuple,
+                log_kernel: torch.Tensor) -> torch.Tensor:
+        n = inputs.shape[1]
+        senders = self.norm(torch.cat([inputs, mediators], dim=1))
+        mediators = mediators + self.drop(self.attn(senders[:, n:], senders, scales[0], log_kernel))
+        return self.ffn(mediators, scales[1])
+
+
+class ReadIn(nn.Module):
+    """Input modules cross-attend to the tokens with code-conditioned queries and exit
+    projection (keys and values of the tokens are a plain linear map), then an FFN."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, code_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.token_norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim)
+        self.q = ModFC(dim, dim, code_dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = ModFC(dim, dim, code_dim)
+        self.ffn = FeedForward(dim, hidden, code_dim, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
+
+    def constants(self, codes: torch.Tensor) -> tuple:
+        return self.q.code_scale(codes), self.out.code_scale(codes), self.ffn.constants(codes)
+
+    def forward(self, states: torch.Tensor, tokens: torch.Tensor, scales: tuple) -> torch.Tensor:
+        sq, so, sffn = scales
+        k, v = self.kv(self.token_norm(tokens)).chunk(2, dim=-1)
+        drop = self.dropout if self.training else 0.0
+        y = kernel_attention(self.q(self.norm(states), sq), k, v, self.heads, None, drop)
+        return self.ffn(states + self.drop(self.out(y, so)), sffn)
+
+
+class ReadOut(nn.Module):
+    """The output module attends to [input modules, mediators, itself] through the kernel
+    (itself included, so it always has a sender; the input modules only when given), then an
+    FFN."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, code_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = KernelAttention(dim, heads, code_dim, dropout)
+        self.ffn = FeedForward(dim, hidden, code_dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor) -> tuple:
+        return self.attn.constants(receiver_codes, sender_codes), self.ffn.constants(receiver_codes)
+
+    def forward(self, output: torch.Tensor, inputs: torch.Tensor | None, mediators: torch.Tensor,
+                scales: tuple, log_kernel: torch.Tensor) -> torch.Tensor:
+        parts = [mediators, output] if inputs is None else [inputs, mediators, output]
+        senders = self.norm(torch.cat(parts, dim=1))
+        output = output + self.drop(self.attn(senders[:, -1:], senders, scales[0], log_kernel))
+        return self.ffn(output, scales[1])
+
+
+@contextmanager
+def _uncounted():
+    """Hide ops from any active dispatch mode (FLOP counters): the circuit constants depend on
+    the weights alone, so they are computed once per weight version, not charged per sample."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        yield
+
+
+class Circuit(AdaptiveBlock):
+    """The NAC circuit executor: tokens [B, T, dim] -> output module state [B, dim].
+
+    Modules are ordered [input modules | mediators | output module]; their signatures and codes
+    are learned parameters and each initial state is a learned linear map of the module's code.
+    Read-in: input modules cross-attend to the tokens. Propagation: `layers` pre-LN layers in
+    which mediators attend to [input modules, mediators] with kernel-modulated attention, then
+    a code-conditioned FFN. Read-out: the output module attends to [input modules, mediators,
+    itself] through the kernel; with `readout_inputs=False` to [mediators, itself] only (the
+    official `enable_input_output_communication: false`), so that everything the output
+    learns passes through the mediators.
+
+    Module dropping: in eval mode only the ceil(keep_ratio * mediators) most important
+    mediators run, as receivers and as senders; the others are sliced out of the states, codes
+    and kernel before anything runs, so they cost nothing. The ranking is fixed and does not
+    depend on the input: first the mediators the output module hears, by the share of its
+    kernel prior each holds (K~_out,v, K~ being K normalised over a receiver's senders), then
+    the others by the share they hold through one mediator the output hears (see
+    `kept_mediators`). In training every mediator runs whatever `keep_ratio` says.
+
+    The kernel, the code scales of every ModFC, the initial states and the kept set depend on
+    the weights only; in eval mode they are computed once per weight version and knob setting
+    and reused (like folded constants), so per-sample FLOPs count only per-input work. Every
+    sample runs the same modules, so no `owners` scope is needed.
+    """
+
+    knob_prefix = "nac"
+
+    def __init__(self, dim: int, *, input_modules: int = 8, mediators: int = 32, layers: int = 4,
+                 heads: int = 4, signature_dim: int = 16, code_dim: int = 32, tau: float = 0.9,
+                 mlp_ratio: float = 2.0, keep_ratio: float = 1.0, dropout: float = 0.0,
+                 readout_inputs: bool = True) -> None:
+        super().__init__()
+        if input_modules < 1 or mediators < 1 or layers < 1:
+            raise ValueError("a circuit needs at least one input module, one mediator and one "
+                             f"layer, got {input_modules}, {mediators}, {layers}")
+        if not 0.0 < tau <= 2.0:
+            raise ValueError(f"tau must lie in (0, 2] (1 - cos lies in [0, 2]), got {tau}")
+        self.num_inputs, self.num_mediators = int(input_modules), int(mediators)
+        self.tau = float(tau)
+        self.readout_inputs = bool(readout_inputs)
+        self.keep_ratio = _check_ratio(keep_ratio)
+        total = self.num_inputs + self.num_mediators + 1
+        hidden = int(dim * mlp_ratio)
+        self.signatures = nn.Parameter(torch.randn(total, signature_dim))
+        self.codes = nn.Parameter(torch.randn(total, code_dim))
+        self.log_bandwidth = nn.Parameter(torch.zeros(()))  # b = exp(.) = 1.0 at init
+        self.seed = nn.Linear(code_dim, dim)
+        self.read_in = ReadIn(dim, heads, hidden, code_dim, dropout)
+        self.layers = nn.ModuleList(
+            PropagationLayer(dim, heads, hidden, code_dim, dropout) for _ in range(layers))
+        self.read_out = ReadOut(dim, heads, hidden, code_dim, dropout)
+        self._modfcs = [m for m in self.modules() if isinstance(m, ModFC)]
+        self._cache: tuple[tuple, dict[str, Any]] | None = None
+        self._eval_batches = 0
+
+    @property
+    def bandwidth(self) -> torch.Tensor:
+        return self.log_bandwidth.exp()
+
+    def log_kernel(self) -> torch.Tensor:
+        """log K over all modules [U, U] (rows receive, columns send)."""
+        return circuit_log_kernel(self.signatures, self.bandwidth, self.tau)
+
+    def kernel(self) -> torch.Tensor:
+        """K over all modules [U, U]: exp(-d/b) where d = 1 - cos < tau, else exactly 0."""
+        return self.log_kernel().exp()
+
+    def kept_count(self) -> int:
+        """Mediators that run in eval mode: ceil(keep_ratio * mediators), at least 1."""
+        return max(1, math.ceil(self.keep_ratio * self.num_mediators - 1e-9))
+
+    def mediator_importance(self, log_kernel: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """How much of the output module's kernel prior each mediator holds [M], directly and
+        through one other mediator: (K~_out,v, sum_u K~_out,u K~_u,v), K~ being K normalised
+        over each receiver's senders (softmax of log K over them)."""
+        log_k = self.log_kernel() if log_kernel is None else log_kernel
+        n, m = self.num_inputs, self.num_mediators
+        # A mediator receives from [inputs, mediators]; the output module from [inputs,
+        # mediators, itself] or, without readout_inputs, [mediators, itself].
+        hears = torch.softmax(log_k[n : n + m, : n + m], dim=-1)[:, n:]  # [u, v], u <- v
+        first = 0 if self.readout_inputs else n
+        direct = torch.softmax(log_k[-1, first:], dim=-1)[n - first : n - first + m]
+        return direct, direct @ hears
+
+    def kept_mediators(self, log_kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """Indices (ascending) of the mediators that run in eval mode: ranked by the direct
+        share of the output's kernel prior, ties (mediators the output does not hear) broken
+        by the two-hop share, then by index."""
+        direct, two_hop = self.mediator_importance(log_kernel)
+        order = torch.sort(two_hop, descending=True, stable=True).indices
+        order = order[torch.sort(direct[order], descending=True, stable=True).indices]
+        return order[: self.kept_count()].sort().values
+
+    def _constants(self, drop: bool) -> dict[str, Any]:
+        """Everything that depends on the weights only, for the mediators that run (all of them
+        unless `drop`): initial states, the ModFC code scales and the kernel slices used."""
+        n, m = self.num_inputs, self.num_mediators
+        log_k = self.log_kernel()
+        kept = self.kept_mediators(log_k) if drop else torch.arange(m, device=log_k.device)
+        out = n + m
+        inputs = torch.arange(n, device=log_k.device)
+        mediators = n + kept
+        senders = torch.cat([inputs, mediators])
+        readout_senders = torch.cat([senders if self.readout_inputs else mediators,
+                                     torch.tensor([out], device=log_k.device)])
+        codes, states = self.codes, self.seed(self.codes)
+        med_codes, send_codes = codes[mediators], codes[senders]
+        prop_kernel = log_k[mediators][:, senders]
+        return {
+            "kept": kept,
+            "init_inputs": states[:n], "init_mediators": states[mediators],
+            "init_output": states[out:],
+            "read_in": self.read_in.constants(codes[:n]),
+            "layers": [layer.constants(med_codes, send_codes) for layer in self.layers],
+            "prop_kernel": prop_kernel,
+            "read_out": self.read_out.constants(codes[out:], codes[readout_senders]),
+            "out_kernel": log_k[out:][:, readout_senders],
+        }
+
+    def _cache_key(self) -> tuple:
+        # In-place updates (optimizer steps, load_state_dict) bump a tensor's version; moves
+        # and casts change its storage. Plain dict access keeps this cheap at batch size 1.
+        owners = (self, self.seed, *(fc.code_proj for fc in self._modfcs))
+        return (self.keep_ratio, self.tau, *[
+            (p._version, p.data_ptr()) for mod in owners for p in mod._parameters.values()
+            if p is not None])
+
+    def _eval_constants(self) -> dict[str, Any]:
+        key = self._cache_key()
+        if self._cache is None or self._cache[0] != key:
+            with _uncounted(), torch.inference_mode(False), torch.no_grad():
+                self._cache = (key, self._constants(drop=True))
+        return self._cache[1]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            c = self._constants(drop=False)
+        else:
+            c = self._eval_constants()
+            self._eval_batches += 1
+        b = tokens.shape[0]
+        inputs = self.read_in(c["init_inputs"].expand(b, -1, -1), tokens, c["read_in"])
+        mediators = c["init_mediators"].expand(b, -1, -1)
+        for layer, scales in zip(self.layers, c["layers"]):
+            mediators = layer(inputs, mediators, scales, c["prop_kernel"])
+        output = self.read_out(c["init_output"].expand(b, -1, -1),
+                               inputs if self.readout_inputs else None, mediators,
+                               c["read_out"], c["out_kernel"])
+        return output[:, 0]
+
+    def kernel_sparsity(self) -> float:
+        """Share of ordered pairs (receiver u != sender v) of the full propagation kernel
+        (mediator receivers; input and mediator senders) truncated to 0."""
+        n, m = self.num_inputs, self.num_mediators
+        with torch.no_grad():
+            rows = self.log_kernel()[n : n + m, : n + m]
+            cut = torch.isinf(rows).sum().item()
+        return cut / (m * (n + m - 1))
+
+    def routing_stats(self) -> dict[str, float]:
+        """`kernel_sparsity` (see the method), `active_mediators` (mediators running at
+        inference) and `kernel_mean_degree` (mean count of senders a running mediator is linked
+        to, itself included, among the running modules). Empty until an eval forward pass."""
+        if not self._eval_batches:
+            return {}
+        c = self._eval_constants()
+        return {
+            "kernel_sparsity": self.kernel_sparsity(),
+            "active_mediators": float(c["kept"].numel()),
+            "kernel_mean_degree": float(torch.isfinite(c["prop_kernel"]).sum(-1).double().mean()),
+        }
+
+    def reset_stats(self) -> None:
+        self._eval_batches = 0
+
+    def inference_knobs(self) -> dict[str, float]:
+        return {"keep_ratio": self.keep_ratio}
+
+    def set_inference_knobs(self, keep_ratio: float | None = None, **rest: float) -> None:
+        super().set_inference_knobs(**rest)
+        if keep_ratio is not None:
+            self.keep_ratio = _check_ratio(keep_ratio)
+
+
+def _check_ratio(ratio: float) -> float:
+    ratio = float(ratio)
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"keep_ratio must lie in (0, 1], got {ratio}")
+    return ratio
