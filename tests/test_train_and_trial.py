@@ -80,3 +80,25 @@ def test_run_trial_returns_a_failure_instead_of_raising():
     assert not result.ok
     assert "not divisible by heads" in result.error
     assert result.values([("accuracy", "maximize")]) is None
+
+
+def test_an_unreachable_tracking_server_warns_and_the_trial_still_completes(monkeypatch):
+    import socket
+
+    from condsearch.track import TrackingTarget
+    from condsearch.track._trial_runs import TrackingUnavailable
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    target = TrackingTarget(f"http://127.0.0.1:{port}", "1", "0" * 32)
+    spec = TrialSpec(number=0, arch=arch(epochs=1), task=TASK, seed=0,
+                     sweep={"early_exit.threshold": [0.5]}, tracking=target)
+    with pytest.warns(TrackingUnavailable, match="still recorded in the study"):
+        result = run_trial(spec)
+    assert result.ok, result.error
+    assert result.run_id is None and len(result.derived) == 1
+    assert math.isfinite(result.metrics["accuracy"]) and result.metrics["flops"] > 0
