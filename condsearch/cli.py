@@ -55,6 +55,25 @@ def _resolve_workdir(workdir: Path | None) -> Path:
           + ", ".join(str(p) for p in found))
 
 
+STORAGE_HELP = ("Read the search from its study database URL instead of a workdir (from any "
+                "machine that reaches it and the MLflow server).")
+STUDY_HELP = "The study's name in --storage (needed when it holds several)."
+
+
+def _source(workdir: Path | None, storage: str | None, study: str | None) -> Any:
+    """A workdir, or the state read from a study database (`--storage`)."""
+    if storage is None:
+        return _resolve_workdir(workdir)
+    if workdir is not None:
+        _fail("give either --workdir or --storage, not both")
+    from condsearch.search import state_from_storage
+
+    try:
+        return state_from_storage(storage, study)
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
 def _load_space(space: Path, overrides: list[str] | None) -> Any:
     """The validated space, or exit 2 with its `file:line: key: problem` lines."""
     from condsearch.space import SpaceError, load_space
@@ -137,6 +156,8 @@ def _print_front(points: list[Any], names: list[str]) -> None:
 @app.command()
 def pareto(
     workdir: Annotated[Path | None, typer.Option(help="The search's workdir.")] = None,
+    storage: Annotated[str | None, typer.Option(help=STORAGE_HELP)] = None,
+    study: Annotated[str | None, typer.Option(help=STUDY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Every completed point, not just the "
                                        "front.")] = False,
@@ -145,7 +166,7 @@ def pareto(
     from condsearch.search import all_points
 
     try:
-        state, points = all_points(_resolve_workdir(workdir))
+        state, points = all_points(_source(workdir, storage, study))
     except _user_errors() as exc:
         _fail(str(exc))
     shown = points if all_ else [p for p in points if p.on_front]
@@ -161,6 +182,8 @@ def pareto(
 def export(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write.")],
     workdir: Annotated[Path | None, typer.Option(help="The search's workdir.")] = None,
+    storage: Annotated[str | None, typer.Option(help=STORAGE_HELP)] = None,
+    study: Annotated[str | None, typer.Option(help=STUDY_HELP)] = None,
     trial: Annotated[int | None, typer.Option(help="Any completed trial, by number.")] = None,
     pick: Annotated[str | None, typer.Option(help="knee | max-accuracy | min-flops "
                                              "(a front point).")] = None,
@@ -173,7 +196,7 @@ def export(
     if (trial is None) == (pick is None):
         _fail("name exactly one of --trial N or --pick knee|max-accuracy|min-flops")
     try:
-        path = export_point(_resolve_workdir(workdir), out_dir, trial=trial, pick=pick,
+        path = export_point(_source(workdir, storage, study), out_dir, trial=trial, pick=pick,
                             register=register)
     except _user_errors() as exc:
         _fail(str(exc))

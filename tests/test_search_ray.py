@@ -143,8 +143,13 @@ def test_a_ray_search_with_two_concurrent_trials_reads_back_and_exports_from_els
     elsewhere.mkdir()
     best = max(trials, key=lambda t: t.values[0])
     out = elsewhere / "exported"
+    storage = f"sqlite:///{workdir / 'study.db'}"  # the study and the server: no workdir needed
+    front = subprocess.run([sys.executable, "-m", "condsearch", "pareto", "--storage", storage,
+                            "--json"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert front.returncode == 0, front.stderr[-3000:]
+    assert json.loads(front.stdout)
     exported = subprocess.run(
-        [sys.executable, "-m", "condsearch", "export", "--workdir", str(workdir), "--trial",
+        [sys.executable, "-m", "condsearch", "export", "--storage", storage, "--trial",
          str(best.number), "--out", str(out)], cwd=elsewhere, capture_output=True, text=True,
         timeout=300)
     assert exported.returncode == 0, exported.stderr[-3000:]

@@ -8,9 +8,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from condsearch.search import WorkdirState
 
 from condsearch.export._files import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, ExportError, sha256
 
@@ -30,7 +33,7 @@ def _download(uri: str, run_id: str, name: str, dst: str) -> Path:
             "store (and its artifact store) reachable from here?") from exc
 
 
-def export_point(workdir: str | Path, out: str | Path, trial: int | None = None,
+def export_point(workdir: str | Path | WorkdirState, out: str | Path, trial: int | None = None,
                  pick: str | None = None, register: str | None = None) -> Path:
     """Write the chosen point of the search in `workdir` to `out`; return `out`.
 

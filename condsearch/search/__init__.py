@@ -3,10 +3,15 @@
 from condsearch.search._local import SearchSummary, search
 from condsearch.search._pareto import dominates, hypervolume, knee_index, non_dominated
 from condsearch.search._points import PICKS, Point, all_points, load_front, pick_point
-from condsearch.search._workdir import SearchError, WorkdirState, read_workdir
+from condsearch.search._workdir import (
+    SearchError,
+    WorkdirState,
+    read_workdir,
+    state_from_storage,
+)
 
 __all__ = [
     "PICKS", "Point", "SearchError", "SearchSummary", "WorkdirState", "all_points", "dominates",
     "hypervolume", "knee_index", "load_front", "non_dominated", "pick_point", "read_workdir",
-    "search",
+    "search", "state_from_storage",
 ]

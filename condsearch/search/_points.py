@@ -85,8 +85,9 @@ def point_from_trial(trial: Any, names: list[str]) -> Point:
     )
 
 
-def all_points(workdir: str | Path) -> tuple[WorkdirState, list[Point]]:
-    """Every completed point of the search in `workdir`, with `on_front` set."""
+def all_points(workdir: str | Path | WorkdirState) -> tuple[WorkdirState, list[Point]]:
+    """Every completed point of the search in `workdir` (or described by a state read from its
+    storage), with `on_front` set."""
     import optuna
 
     state = read_workdir(workdir)
@@ -99,7 +100,7 @@ def all_points(workdir: str | Path) -> tuple[WorkdirState, list[Point]]:
     return state, points
 
 
-def load_front(workdir: str | Path) -> list[Point]:
+def load_front(workdir: str | Path | WorkdirState) -> list[Point]:
     """The current Pareto front of the search in `workdir`, cheapest first."""
     state, points = all_points(workdir)
     return mark_front(points, [(n, d) for n, d in state.objectives])

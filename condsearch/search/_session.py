@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,13 @@ from condsearch.search._points import point_from_trial
 from condsearch.search._progress import SearchProgress, describe_values
 from condsearch.search._record import fail_stale_trials, record_result
 from condsearch.search._trial import TrialResult, TrialSpec
-from condsearch.search._workdir import SearchError, WorkdirState, read_workdir, write_state
+from condsearch.search._workdir import (
+    STATE_ATTR,
+    SearchError,
+    WorkdirState,
+    read_workdir,
+    write_state,
+)
 
 
 @dataclass
@@ -124,6 +130,7 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
 
     state = prepare_workdir(space, workdir, tracking_uri, storage)
     study = open_study(space, state.storage, seed)
+    study.set_user_attr(STATE_ATTR, asdict(state))
     stale = fail_stale_trials(study)
     target = start_parent_run(state.tracking_uri, state.experiment_id, {
         "space": space.name, "trials": n_trials, "seed": seed, "sampler": space.sampler["name"],

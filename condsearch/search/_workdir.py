@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "condsearch.json"
+#: the study's copy of the workdir state, so a search can be read from its storage alone
+STATE_ATTR = "condsearch.workdir_state"
 
 
 class SearchError(Exception):
@@ -49,8 +51,31 @@ def write_state(workdir: Path, state: WorkdirState) -> None:
     os.replace(tmp, path)
 
 
-def read_workdir(workdir: str | Path) -> WorkdirState:
+def state_from_storage(storage: str, study_name: str | None = None) -> WorkdirState:
+    """A search's state read from its study database alone (no workdir needed): what
+    `pareto` and `export` use on a machine that reaches the study storage and MLflow."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = optuna.get_all_study_names(storage)
+    if study_name is None:
+        if len(names) != 1:
+            raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                              "name one with --study")
+        study_name = names[0]
+    elif study_name not in names:
+        raise SearchError(f"no study {study_name!r} in {storage}; it holds: "
+                          f"{', '.join(names) or 'none'}")
+    data = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(STATE_ATTR)
+    if not data:
+        raise SearchError(f"the study {study_name!r} in {storage} was not made by condsearch search")
+    return WorkdirState(**{**data, "storage": storage})
+
+
+def read_workdir(workdir: str | Path | WorkdirState) -> WorkdirState:
     """The state a search left in `workdir`; SearchError when there is none."""
+    if isinstance(workdir, WorkdirState):
+        return workdir
     path = Path(workdir) / STATE_FILE
     if not path.is_file():
         raise SearchError(
