@@ -32,6 +32,7 @@ stalls every parallel op at its barrier (milliseconds each), which swamps what i
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -43,10 +44,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from condsearch.blocks import MoEFeedForward, TokenSelection, reset_routing_stats, routing_stats
+from condsearch.blocks import (
+    MoEFeedForward,
+    TokenSelection,
+    reset_routing_stats,
+    routing_stats,
+    set_inference_knobs,
+)
 from condsearch.blocks.early_exit import certainty
 from condsearch.cost import per_sample_flops, reference_counter
-from condsearch.models import build_model
+from condsearch.models import CIGT, NAC, build_model
+from condsearch.models._cigt import thick_baseline, thin_baseline
 from condsearch.models._embed import PatchEmbed, Tokenizer
 from condsearch.models._layers import ClassHead, DenseTrunk, TransformerLayer
 
@@ -55,7 +63,12 @@ TARGETS = {
     "moe_realized_vs_all_experts": 0.7,
     "token_selection_realized": 0.8,  # ours: DESIGN.md names no target for token selection
     "early_exit_realized_batch1": 0.8,  # DESIGN.md
+    "cigt_realized_batch1": 0.8,  # ours: DESIGN.md names none; the early exit / NAC one
+    "nac_realized_batch1": 0.8,  # DESIGN.md (module dropping)
 }
+
+#: how the table names a time-ratio figure, by component
+TIME_RATIO_LABELS = {"moe": "t(MoE)/t(dense)", "cigt": "t(CIGT)/t(thin)"}
 
 IMAGE = {"input_kind": "image", "input_shape": [1, 28, 28], "num_classes": 10, "vocab_size": None}
 
@@ -416,12 +429,146 @@ def bench_early_exit(cfg: dict, repeats: int, checks: list) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 4. CIGT routing
+
+
+def _calibrate_batchnorm(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> None:
+    """Set every BatchNorm's running statistics to the plain mean over `x` (train-mode passes).
+
+    At initialisation the running statistics (mean 0, variance 1) do not match the features, so
+    a router's normalised hidden layer is far from standard and one route wins for every input.
+    """
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for i in range(0, x.shape[0], chunk):
+            model(x[i : i + chunk])
+    model.eval()
+
+
+def _spread_routes(model: nn.Module, x: torch.Tensor) -> list[list[float]]:
+    """Shift each router's output bias so that its argmax routes spread evenly over its blocks
+    on `x` (layer by layer, since a router's inputs depend on the routes before it).
+
+    Random routers send most samples down one or two paths; a trained CIGT, whose information
+    gain loss includes the balance term H(p(n)), uses all of them. Returns the usage per layer.
+    """
+    trellis = model.trellis
+    usage = []
+    for layer in trellis.routed_layers:
+        router = trellis.routers[str(layer)]
+        seen: list[torch.Tensor] = []
+        hook = router.register_forward_hook(
+            lambda _m, _i, out, seen=seen: seen.append(out.detach()))
+        with torch.no_grad():
+            model(x)
+        hook.remove()
+        logits = seen[0]
+        width = logits.shape[1]
+        shift = torch.zeros(width)
+        step = 0.02 * float(logits.std())
+        for _ in range(500):
+            share = torch.bincount((logits + shift).argmax(1), minlength=width) / len(logits)
+            shift -= step * (share - 1 / width) * width
+        router.fc2.bias.data += shift
+        usage.append(share.tolist())
+    return usage
+
+
+def bench_cigt(cfg: dict, repeats: int, checks: list) -> list[dict]:
+    section = {"widths": cfg["widths"], "channels": cfg["channels"], "kernel": cfg["kernel"],
+               "hidden": cfg["hidden"]}
+    gen = torch.Generator().manual_seed(4)
+    calibrate = torch.randn(1024, *IMAGE["input_shape"], generator=gen)
+    models = {}
+    for name, settings in (("cigt", section), ("thick", thick_baseline(section)),
+                           ("thin", thin_baseline(section))):
+        torch.manual_seed(0)
+        models[name] = CIGT({"backbone": "cigt", "cigt": settings}, IMAGE)
+        _calibrate_batchnorm(models[name], calibrate)
+    cigt, thick, thin = models["cigt"], models["thick"], models["thin"]
+    _spread_routes(cigt, calibrate)
+    singles = torch.randn(cfg["batch1_samples"], *IMAGE["input_shape"], generator=gen)
+    batch = torch.randn(cfg["batch"], *IMAGE["input_shape"], generator=gen)
+    widths = "[" + ",".join(str(w) for w in cfg["widths"]) + "]"
+    setting = f"{widths} ch{cfg['channels']} k{cfg['kernel']} h{cfg['hidden']}, argmax routes"
+    rows = []
+    for x, size in ((singles, 1), (batch, cfg["batch"])):
+        reset_routing_stats(cigt)
+        f_cigt = _flops(cigt, x)
+        stats = routing_stats(cigt)
+        f_thick, f_thin = _flops(thick, x), _flops(thin, x)
+        if size == 1:
+            checks.append({"model": f"cigt {widths}",
+                           "max_rel_error": _cross_check(cigt, x, f_cigt, cfg["check_samples"])})
+        per_call = len(x) if size == 1 else 1
+        t_cigt, t_thick, t_thin = _interleaved(
+            [_steps(cigt, x, size), _steps(thick, x, size), _steps(thin, x, size)], repeats)
+        extra = {"widths": cfg["widths"], "channels": cfg["channels"], "kernel": cfg["kernel"],
+                 "hidden": cfg["hidden"], "samples": x.shape[0],
+                 "thick_channels": thick_baseline(section)["channels"],
+                 "thick_hidden": thick_baseline(section)["hidden"],
+                 "path_usage": {k.split(".", 1)[1]: v for k, v in stats.items()
+                                if ".path_usage." in k}}
+        target = TARGETS["cigt_realized_batch1"] if size == 1 else None
+        rows.append(_row("cigt", setting, size, "thick net (all blocks' width)", "realized",
+                         f_cigt, f_thick, t_cigt, t_thick, per_call, target, extra))
+        rows.append(_row("cigt", setting, size, "thin net (one path, no routers)",
+                         "time_ratio", f_cigt, f_thin, t_cigt, t_thin, per_call, None, extra))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. NAC module dropping
+
+
+def bench_nac(cfg: dict, repeats: int, checks: list) -> list[dict]:
+    section = {k: cfg[k] for k in ("dim", "input_modules", "mediators", "layers", "heads",
+                                   "patch_size")}
+    torch.manual_seed(0)
+    full = NAC({"backbone": "nac", "nac": section}, IMAGE).eval()
+    gen = torch.Generator().manual_seed(5)
+    singles = torch.randn(cfg["batch1_samples"], *IMAGE["input_shape"], generator=gen)
+    batch = torch.randn(cfg["batch"], *IMAGE["input_shape"], generator=gen)
+    mediators = cfg["mediators"]
+    rows = []
+    for keep in cfg["keep_ratios"]:
+        # its own copy: the circuit caches its constants per knob setting, so flipping one
+        # model's knob between the timed calls would rebuild them on every call
+        dropping = copy.deepcopy(full)
+        set_inference_knobs(dropping, {"nac.keep_ratio": keep})
+        for x, size in ((singles, 1), (batch, cfg["batch"])):
+            f_drop, f_full = _flops(dropping, x), _flops(full, x)
+            stats = routing_stats(dropping)
+            if size == 1:
+                checks.append({"model": f"nac keep {keep}",
+                               "max_rel_error": _cross_check(dropping, x, f_drop,
+                                                             cfg["check_samples"])})
+            per_call = len(x) if size == 1 else 1
+            t_drop, t_full = _interleaved([_steps(dropping, x, size), _steps(full, x, size)],
+                                          repeats)
+            kept = int(stats["nac.active_mediators"])
+            setting = (f"keep {keep:g} ({kept}/{mediators} med), dim {cfg['dim']}, "
+                       f"L{cfg['layers']}")
+            target = TARGETS["nac_realized_batch1"] if size == 1 else None
+            rows.append(_row("nac", setting, size, f"keep 1 (all {mediators} mediators)",
+                             "realized", f_drop, f_full, t_drop, t_full, per_call, target,
+                             {**section, "keep_ratio": keep, "active_mediators": kept,
+                              "kernel_mean_degree": stats["nac.kernel_mean_degree"],
+                              "samples": x.shape[0]}))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _configs(quick: bool) -> dict:
     if quick:
         return {
-            "repeats": {"moe": 5, "token_selection": 5, "early_exit": 5},
+            "repeats": {"moe": 5, "token_selection": 5, "early_exit": 5, "cigt": 5, "nac": 5},
             "moe": {"dim": 128, "depth": 1, "heads": 4, "hidden": 256, "batch": 256,
                     "tokens": 17, "experts_topk": [(8, 1)], "check_samples": 2},
             "token_selection": [{"dim": 64, "depth": 6, "heads": 4, "patch": 4,
@@ -430,9 +577,14 @@ def _configs(quick: bool) -> dict:
                                  "check_samples": 2}],
             "early_exit": {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "batch": 256,
                            "batch1_samples": 32, "early_shares": [0.5], "check_samples": 3},
+            "cigt": {"widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128,
+                     "batch": 256, "batch1_samples": 32, "check_samples": 2},
+            "nac": {"dim": 96, "input_modules": 8, "mediators": 64, "layers": 4, "heads": 4,
+                    "patch_size": 4, "keep_ratios": [0.25], "batch": 256,
+                    "batch1_samples": 32, "check_samples": 2},
         }
     return {
-        "repeats": {"moe": 21, "token_selection": 11, "early_exit": 9},
+        "repeats": {"moe": 21, "token_selection": 11, "early_exit": 9, "cigt": 11, "nac": 11},
         "moe": {"dim": 128, "depth": 2, "heads": 4, "hidden": 256, "batch": 256, "tokens": 17,
                 "experts_topk": [(4, 1), (4, 2), (8, 1), (8, 2)], "check_samples": 3},
         "token_selection": [
@@ -446,6 +598,11 @@ def _configs(quick: bool) -> dict:
         "early_exit": {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "batch": 256,
                        "batch1_samples": 100, "early_shares": [0.25, 0.5, 0.9],
                        "check_samples": 5},
+        "cigt": {"widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128, "batch": 256,
+                 "batch1_samples": 64, "check_samples": 4},
+        "nac": {"dim": 96, "input_modules": 8, "mediators": 64, "layers": 4, "heads": 4,
+                "patch_size": 4, "keep_ratios": [0.5, 0.25, 0.125], "batch": 256,
+                "batch1_samples": 64, "check_samples": 3},
     }
 
 
@@ -455,7 +612,9 @@ def _print_table(rows: list[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        figure = "t(MoE)/t(dense)" if r["figure"] == "time_ratio" else "realized speedup"
+        figure = "realized speedup"
+        if r["figure"] == "time_ratio":
+            figure = TIME_RATIO_LABELS.get(r["component"], "time ratio")
         if r["target"] is None:
             target, ok = "info", "-"
         else:
@@ -467,50 +626,122 @@ def _print_table(rows: list[dict]) -> None:
               f"{figure:16} {r['value']:>6.2f} {spread:>16}  {target:>6} {ok}")
 
 
+SECTIONS = ("moe", "token_selection", "early_exit", "cigt", "nac")
+_CHECK_PREFIXES = {"moe": "moe ", "token_selection": "token selection", "early_exit": "early exit",
+                   "cigt": "cigt", "nac": "nac"}
+
+
+def _run_section(name: str, cfg: dict, checks: list) -> list[dict]:
+    repeats = cfg["repeats"][name]
+    if name == "token_selection":
+        return [row for ts_cfg in cfg[name] for row in bench_token_selection(ts_cfg, repeats,
+                                                                             checks)]
+    bench = {"moe": bench_moe, "early_exit": bench_early_exit, "cigt": bench_cigt,
+             "nac": bench_nac}[name]
+    return bench(cfg[name], repeats, checks)
+
+
+def _section_of_check(check: dict) -> str:
+    if "section" in check:
+        return check["section"]
+    return next(s for s, prefix in _CHECK_PREFIXES.items() if check["model"].startswith(prefix))
+
+
+def _previous(path: Path, quick: bool) -> dict:
+    """The report at `path`, whose other sections an `--only` run keeps."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("quick") != quick:
+        raise SystemExit(f"{path} holds a {'quick' if old.get('quick') else 'full'} run; "
+                         "--only merges only into a run of the same kind (or pass another --out)")
+    return old
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a ~20 s smoke version")
+    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke version")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("realized_savings.json")))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
+                        help=f"run only these sections ({', '.join(SECTIONS)}) and merge their "
+                             "rows into the existing --out report, keeping the other sections'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = _configs(args.quick)
-    load_start, start = _load(), time.perf_counter()
+    out = Path(args.out)
+    run = list(args.only or SECTIONS)
+    old = _previous(out, args.quick) if args.only else {}
     checks: list[dict] = []
+    rows: list[dict] = []
     sections: dict[str, float] = {}
-    rows = bench_moe(cfg["moe"], cfg["repeats"]["moe"], checks)
-    sections["moe"] = time.perf_counter() - start
-    for ts_cfg in cfg["token_selection"]:
-        rows += bench_token_selection(ts_cfg, cfg["repeats"]["token_selection"], checks)
-    sections["token_selection"] = time.perf_counter() - start - sections["moe"]
-    rows += bench_early_exit(cfg["early_exit"], cfg["repeats"]["early_exit"], checks)
+    section_runs: dict[str, dict] = {}
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    load_start, start = _load(), time.perf_counter()
+    for name in SECTIONS:
+        if name not in run:
+            continue
+        t0, n_checks = time.perf_counter(), len(checks)
+        rows += _run_section(name, cfg, checks)
+        for check in checks[n_checks:]:
+            check["section"] = name
+        sections[name] = time.perf_counter() - t0
+        section_runs[name] = {"started": started, "threads": args.threads,
+                              "load_average_start": load_start}
     elapsed = time.perf_counter() - start
-    sections["early_exit"] = elapsed - sections["moe"] - sections["token_selection"]
     load_end = _load()
+    for name in run:
+        section_runs[name]["load_average_end"] = load_end
+    if old:  # keep the sections not re-run, in section order
+        old_machine = old.get("machine", {})
+        kept_runs = old.get("section_runs", {})
+        for name in SECTIONS:
+            if name in run or not any(r["component"] == name for r in old["results"]):
+                continue
+            rows += [r for r in old["results"] if r["component"] == name]
+            checks += [{**c, "section": name} for c in old["flop_cross_checks"]
+                       if _section_of_check(c) == name]
+            sections[name] = old.get("seconds_per_section", {}).get(name, float("nan"))
+            section_runs[name] = kept_runs.get(name) or {
+                "threads": old_machine.get("threads"),
+                "load_average_start": old_machine.get("load_average_start"),
+                "load_average_end": old_machine.get("load_average_end")}
+        order = {name: i for i, name in enumerate(SECTIONS)}
+        rows.sort(key=lambda r: order[r["component"]])  # stable: keeps each section's order
+        checks.sort(key=lambda c: order[c["section"]])
     _print_table(rows)
     print("\nper_sample_flops vs FlopCounterMode on the sample alone (max relative error):")
     for c in checks:
         print(f"  {c['model']:40} {c['max_rel_error']:.2e}")
     print(f"\n{elapsed:.0f} s, {args.threads} thread(s), load average {load_start} -> {load_end}")
+    if old:
+        print(f"sections {', '.join(run)} re-run; the others kept from {out}")
     report = {
         "machine": {**_machine(args.threads), "load_average_start": load_start,
                     "load_average_end": load_end},
-        "quick": args.quick, "seconds": elapsed, "seconds_per_section": sections,
-        "configs": cfg, "targets": TARGETS,
+        "quick": args.quick, "seconds": sum(sections.values()), "seconds_per_section": sections,
+        "section_runs": section_runs, "configs": cfg, "targets": TARGETS,
         "definitions": {
             "saving": "1 - adaptive / baseline; FLOPs as per-sample means from "
                       "per_sample_flops; time as the median over repeats of adaptive / baseline "
                       "timed back to back (wall-clock; *_cpu_* from the thread's CPU time)",
             "realized": "time saving / FLOPs saving; target met when value >= target",
-            "time_ratio": "adaptive time / baseline time, baseline of equal active FLOPs; target "
-                          "met when value <= target (1/0.7: at least 0.7 of the dense speed)",
+            "time_ratio": "adaptive time / baseline time; for MoE the baseline has equal active "
+                          "FLOPs and the target is met when value <= target (1/0.7: at least "
+                          "0.7 of the dense speed); for CIGT, against the thin net (one path, "
+                          "no routers), it is informational: the cost of routing",
             "times_ms": "median per forward pass, per sample where batch is 1",
             "token_selection_target": "0.8 is ours; DESIGN.md names no target for it",
+            "cigt_target": "0.8 at batch 1 is ours (the early exit / NAC target); DESIGN.md "
+                           "names no target for CIGT",
+            "section_runs": "when each section was last measured (an --only run re-measures "
+                            "some sections and keeps the others' rows); machine.load_average_* "
+                            "describe the latest run only",
         },
         "flop_cross_checks": checks, "results": rows,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
