@@ -113,6 +113,8 @@ BACKBONE_PARAMS = {
         "keep_ratio": ParamSpec("float", 1.0, lo=0, lo_open=True, hi=1,
                                 doc="share of mediators run at inference"),
         "dropout": ParamSpec("float", 0.0, lo=0, hi=1, hi_open=True, doc="dropout rate"),
+        "readout_inputs": ParamSpec("bool", True,
+                                    doc="the output module also reads the input modules"),
     },
 }
 TRAIN_PARAMS = {
