@@ -63,7 +63,7 @@ class FrontKeeper:
             if not p.feasible and p.run_id:
                 extra.setdefault(p.run_id, {})["condsearch.feasible"] = "false"
         self._refresh(extra)
-        _best_effort(self._log_hypervolume)
+        best_effort(self._log_hypervolume)
 
     def _refresh(self, extra: dict[str, dict[str, str]]) -> None:
         self.front = mark_front(self.points, self.objectives)
@@ -74,7 +74,7 @@ class FrontKeeper:
             [[p.values[n] for n in names] for p in self.front],
             [d for _, d in self.objectives], self.reference) if self.front else 0.0
         if self.tagger is not None:
-            _best_effort(self.tagger.update,
+            best_effort(self.tagger.update,
                          {p.run_id: p.on_front for p in self.points if p.run_id}, extra)
 
     def _log_hypervolume(self) -> None:
@@ -91,9 +91,10 @@ class FrontKeeper:
         ])
 
 
-def _best_effort(method: Any, *args: Any) -> None:
-    """Front tags and curves are rewritten after every trial, so what MLflow drops (after its own
-    retries) is caught up by the next trial; the study, not MLflow, holds the results."""
+def best_effort(method: Any, *args: Any) -> None:
+    """Call an MLflow update that must not stop the search: front tags and curves are rewritten
+    after every trial, so what MLflow drops (after its own retries) is caught up by the next
+    one, and the study, not MLflow, holds the results."""
     try:
         method(*args)
     except Exception as exc:
@@ -102,4 +103,4 @@ def _best_effort(method: Any, *args: Any) -> None:
         from condsearch.track._trial_runs import TrackingUnavailable
 
         warnings.warn(f"MLflow update skipped ({type(exc).__name__}: {str(exc)[:300]}); it is "
-                      "caught up after the next trial", TrackingUnavailable, stacklevel=2)
+                      "caught up after the next trial if there is one", TrackingUnavailable, stacklevel=2)

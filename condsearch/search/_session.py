@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from condsearch.search._keeper import REFERENCE_ATTR, FrontKeeper
+from condsearch.search._keeper import REFERENCE_ATTR, FrontKeeper, best_effort
 from condsearch.search._points import point_from_trial
 from condsearch.search._progress import SearchProgress, describe_values
 from condsearch.search._record import fail_stale_trials, record_result
@@ -158,8 +158,8 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
             status = "FAILED"
             raise
         finally:
-            _log_front(keeper, target, space)
-            end_run(target, status)
+            best_effort(_log_front, keeper, target, space)
+            best_effort(end_run, target, status)
 
 
 def _log_front(keeper: FrontKeeper, target: Any, space: Any) -> None:
