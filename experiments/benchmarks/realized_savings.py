@@ -22,11 +22,25 @@ machine's noise moves it), and the JSON the same figure from the thread's CPU ti
   the layers), thresholds set so a known share of samples leaves at some exit before the last
   layer, against the same model with threshold 2 (never exits; its exit heads still run): target
   >= 0.8 at batch 1. For information also against the same layers with no exit heads.
+- CIGT routing (batch 1 over many distinct samples, and batch 256): `condsearch.models.CIGT` with
+  a [1, 2, 4] trellis in eval mode (each sample runs one block per layer; rows are grouped by
+  route), against the unconditional thick network (`thick_baseline`: every layer as wide as all
+  of its blocks together); figure = realized speedup, target >= 0.8 at batch 1 (ours: DESIGN.md
+  names none for CIGT; it is the early exit / NAC one). Random weights, BatchNorm statistics
+  calibrated on random inputs and router biases shifted so routes spread evenly over the blocks.
+  For information also against the thin network (`thin_baseline`, one path and no routers):
+  t(CIGT) / t(thin) is the cost of routing. A wider trellis is also run at batch 1.
+- NAC module dropping (batch 1 and 256): `condsearch.models.NAC` on 28x28 images (patch 4) with
+  `nac.keep_ratio` r against the same weights at keep 1; figure = realized speedup, target >= 0.8
+  at batch 1 (DESIGN.md). A larger circuit is also run at batch 1.
+
+`--only SECTION ...` re-measures some sections and merges their rows into the existing report.
 
 Threads default to 1: on a small shared machine a second OpenMP thread that has been descheduled
 stalls every parallel op at its barrier (milliseconds each), which swamps what is being measured.
 
     python experiments/benchmarks/realized_savings.py [--quick] [--threads N] [--out PATH]
+        [--only SECTION ...]
 """
 
 from __future__ import annotations
@@ -491,18 +505,18 @@ def bench_cigt(cfg: dict, repeats: int, checks: list) -> list[dict]:
         _calibrate_batchnorm(models[name], calibrate)
     cigt, thick, thin = models["cigt"], models["thick"], models["thin"]
     _spread_routes(cigt, calibrate)
-    singles = torch.randn(cfg["batch1_samples"], *IMAGE["input_shape"], generator=gen)
-    batch = torch.randn(cfg["batch"], *IMAGE["input_shape"], generator=gen)
     widths = "[" + ",".join(str(w) for w in cfg["widths"]) + "]"
     setting = f"{widths} ch{cfg['channels']} k{cfg['kernel']} h{cfg['hidden']}, argmax routes"
     rows = []
-    for x, size in ((singles, 1), (batch, cfg["batch"])):
+    for size in cfg["batches"]:
+        n = cfg["batch1_samples"] if size == 1 else size  # batch 1: distinct samples
+        x = torch.randn(n, *IMAGE["input_shape"], generator=gen)
         reset_routing_stats(cigt)
         f_cigt = _flops(cigt, x)
         stats = routing_stats(cigt)
         f_thick, f_thin = _flops(thick, x), _flops(thin, x)
-        if size == 1:
-            checks.append({"model": f"cigt {widths}",
+        if size == cfg["batches"][0]:
+            checks.append({"model": f"cigt {widths} ch{cfg['channels']}",
                            "max_rel_error": _cross_check(cigt, x, f_cigt, cfg["check_samples"])})
         per_call = len(x) if size == 1 else 1
         t_cigt, t_thick, t_thin = _interleaved(
@@ -531,8 +545,9 @@ def bench_nac(cfg: dict, repeats: int, checks: list) -> list[dict]:
     torch.manual_seed(0)
     full = NAC({"backbone": "nac", "nac": section}, IMAGE).eval()
     gen = torch.Generator().manual_seed(5)
-    singles = torch.randn(cfg["batch1_samples"], *IMAGE["input_shape"], generator=gen)
-    batch = torch.randn(cfg["batch"], *IMAGE["input_shape"], generator=gen)
+    inputs = {size: torch.randn(cfg["batch1_samples"] if size == 1 else size,
+                                *IMAGE["input_shape"], generator=gen)
+              for size in cfg["batches"]}
     mediators = cfg["mediators"]
     rows = []
     for keep in cfg["keep_ratios"]:
@@ -540,19 +555,18 @@ def bench_nac(cfg: dict, repeats: int, checks: list) -> list[dict]:
         # model's knob between the timed calls would rebuild them on every call
         dropping = copy.deepcopy(full)
         set_inference_knobs(dropping, {"nac.keep_ratio": keep})
-        for x, size in ((singles, 1), (batch, cfg["batch"])):
+        for size, x in inputs.items():
             f_drop, f_full = _flops(dropping, x), _flops(full, x)
             stats = routing_stats(dropping)
-            if size == 1:
-                checks.append({"model": f"nac keep {keep}",
+            if size == cfg["batches"][0]:
+                checks.append({"model": f"nac keep {keep}, dim {cfg['dim']}",
                                "max_rel_error": _cross_check(dropping, x, f_drop,
                                                              cfg["check_samples"])})
             per_call = len(x) if size == 1 else 1
             t_drop, t_full = _interleaved([_steps(dropping, x, size), _steps(full, x, size)],
                                           repeats)
             kept = int(stats["nac.active_mediators"])
-            setting = (f"keep {keep:g} ({kept}/{mediators} med), dim {cfg['dim']}, "
-                       f"L{cfg['layers']}")
+            setting = f"keep {keep:g} ({kept}/{mediators} med), dim {cfg['dim']}, L{cfg['layers']}"
             target = TARGETS["nac_realized_batch1"] if size == 1 else None
             rows.append(_row("nac", setting, size, f"keep 1 (all {mediators} mediators)",
                              "realized", f_drop, f_full, t_drop, t_full, per_call, target,
@@ -577,11 +591,11 @@ def _configs(quick: bool) -> dict:
                                  "check_samples": 2}],
             "early_exit": {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "batch": 256,
                            "batch1_samples": 32, "early_shares": [0.5], "check_samples": 3},
-            "cigt": {"widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128,
-                     "batch": 256, "batch1_samples": 32, "check_samples": 2},
-            "nac": {"dim": 96, "input_modules": 8, "mediators": 64, "layers": 4, "heads": 4,
-                    "patch_size": 4, "keep_ratios": [0.25], "batch": 256,
-                    "batch1_samples": 32, "check_samples": 2},
+            "cigt": [{"widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128,
+                      "batches": [1, 256], "batch1_samples": 32, "check_samples": 2}],
+            "nac": [{"dim": 96, "input_modules": 8, "mediators": 64, "layers": 4, "heads": 4,
+                     "patch_size": 4, "keep_ratios": [0.25], "batches": [1, 256],
+                     "batch1_samples": 32, "check_samples": 2}],
         }
     return {
         "repeats": {"moe": 21, "token_selection": 11, "early_exit": 9, "cigt": 11, "nac": 11},
@@ -598,11 +612,20 @@ def _configs(quick: bool) -> dict:
         "early_exit": {"dim": 64, "depth": 6, "heads": 4, "patch": 4, "batch": 256,
                        "batch1_samples": 100, "early_shares": [0.25, 0.5, 0.9],
                        "check_samples": 5},
-        "cigt": {"widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128, "batch": 256,
-                 "batch1_samples": 64, "check_samples": 4},
-        "nac": {"dim": 96, "input_modules": 8, "mediators": 64, "layers": 4, "heads": 4,
-                "patch_size": 4, "keep_ratios": [0.5, 0.25, 0.125], "batch": 256,
-                "batch1_samples": 64, "check_samples": 3},
+        "cigt": [
+            {"widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128,
+             "batches": [1, 256], "batch1_samples": 64, "check_samples": 4},
+            {"widths": [1, 2, 4], "channels": 128, "kernel": 5, "hidden": 256,
+             "batches": [1], "batch1_samples": 16, "check_samples": 2},
+        ],
+        "nac": [
+            {"dim": 96, "input_modules": 8, "mediators": 64, "layers": 4, "heads": 4,
+             "patch_size": 4, "keep_ratios": [0.5, 0.25, 0.125], "batches": [1, 256],
+             "batch1_samples": 64, "check_samples": 3},
+            {"dim": 256, "input_modules": 8, "mediators": 256, "layers": 4, "heads": 4,
+             "patch_size": 4, "keep_ratios": [0.5, 0.125], "batches": [1],
+             "batch1_samples": 16, "check_samples": 2},
+        ],
     }
 
 
@@ -633,11 +656,10 @@ _CHECK_PREFIXES = {"moe": "moe ", "token_selection": "token selection", "early_e
 
 def _run_section(name: str, cfg: dict, checks: list) -> list[dict]:
     repeats = cfg["repeats"][name]
-    if name == "token_selection":
-        return [row for ts_cfg in cfg[name] for row in bench_token_selection(ts_cfg, repeats,
-                                                                             checks)]
-    bench = {"moe": bench_moe, "early_exit": bench_early_exit, "cigt": bench_cigt,
-             "nac": bench_nac}[name]
+    bench = {"moe": bench_moe, "token_selection": bench_token_selection,
+             "early_exit": bench_early_exit, "cigt": bench_cigt, "nac": bench_nac}[name]
+    if isinstance(cfg[name], list):  # several model sizes
+        return [row for one in cfg[name] for row in bench(one, repeats, checks)]
     return bench(cfg[name], repeats, checks)
 
 
@@ -686,7 +708,7 @@ def main() -> None:
         for check in checks[n_checks:]:
             check["section"] = name
         sections[name] = time.perf_counter() - t0
-        section_runs[name] = {"started": started, "threads": args.threads,
+        section_runs[name] = {"run_started": started, "threads": args.threads,
                               "load_average_start": load_start}
     elapsed = time.perf_counter() - start
     load_end = _load()
@@ -709,6 +731,8 @@ def main() -> None:
         order = {name: i for i, name in enumerate(SECTIONS)}
         rows.sort(key=lambda r: order[r["component"]])  # stable: keeps each section's order
         checks.sort(key=lambda c: order[c["section"]])
+        sections = {k: sections[k] for k in SECTIONS if k in sections}
+        section_runs = {k: section_runs[k] for k in SECTIONS if k in section_runs}
     _print_table(rows)
     print("\nper_sample_flops vs FlopCounterMode on the sample alone (max relative error):")
     for c in checks:
