@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,10 @@ from condsearch import evaluate, fit, load_task
 from condsearch.blocks import set_inference_knobs
 from condsearch.models._cigt import CIGT, thick_baseline, thin_baseline
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reporting import machine, write_results  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-START, END = "<!-- RESULTS START -->", "<!-- RESULTS END -->"
 MODELS = ("cigt", "thick", "thin")
 
 
@@ -151,29 +152,8 @@ def table(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> str:
 def write(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], settings: dict[str, Any],
           out: Path) -> str:
     text = table(rows, sweep)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"settings": settings, "rows": rows, "multipath": sweep}, indent=2) + "\n")
-    readme = out / "README.md"
-    block = (f"{START}\nCommand: `{settings['command']}` ({settings['machine']}, "
-             f"{settings['seconds']:.0f} s)\n\n{text}\n{END}")
-    current = readme.read_text() if readme.exists() else f"# CIGT\n\n{START}\n{END}\n"
-    before, _, rest = current.partition(START)
-    _, _, after = rest.partition(END)
-    readme.write_text(before + block + after)
+    write_results(out, "CIGT", {"rows": rows, "multipath": sweep}, settings, text)
     return text
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> str:

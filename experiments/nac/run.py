@@ -23,9 +23,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,10 @@ from condsearch.blocks import set_inference_knobs
 from condsearch.cost import per_sample_flops
 from condsearch.models._nac import NAC
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reporting import machine, replace_block, write_results  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-START, END = "<!-- RESULTS START -->", "<!-- RESULTS END -->"
 SCALING_START, SCALING_END = "<!-- BATCH1 SCALING START -->", "<!-- BATCH1 SCALING END -->"
 RATIOS = [1.0, 1 / 2, 1 / 4, 1 / 8]
 
@@ -150,38 +151,10 @@ def _rows(runs: list[dict[str, Any]], readout: str, large: int) -> list[str]:
     return lines
 
 
-def machine(threads: int) -> str:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, {threads} torch thread(s), "
-            f"torch {torch.__version__}")
-
-
 def write(runs: list[dict[str, Any]], settings: dict[str, Any], out: Path) -> str:
     text = table(runs, settings["large_batch"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"settings": settings, "runs": runs}, indent=2)
-                                      + "\n")
-    _write_block(out / "README.md", START, END,
-                 f"Command: `{settings['command']}` ({settings['machine']}; "
-                 f"{settings['seconds']:.0f} s in all)\n\n{text}")
+    write_results(out, "NAC module dropping", {"runs": runs}, settings, text)
     return text
-
-
-def _write_block(readme: Path, start: str, end: str, body: str) -> None:
-    """Replace what lies between the markers (appending them when missing)."""
-    current = readme.read_text() if readme.exists() else "# NAC module dropping\n"
-    if start not in current:
-        current = current.rstrip("\n") + f"\n\n{start}\n{end}\n"
-    before, _, rest = current.partition(start)
-    _, _, after = rest.partition(end)
-    readme.write_text(f"{before}{start}\n{body}\n{end}{after}")
 
 
 #: Circuits timed at batch 1 with random weights: the trained size, and a wider and larger one.
@@ -227,9 +200,9 @@ def batch1_scaling(args: argparse.Namespace) -> str:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batch1_scaling.json").write_text(
         json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
-    _write_block(args.out / "README.md", SCALING_START, SCALING_END,
-                 f"Command: `{settings['command']}` ({settings['machine']}; "
-                 f"{settings['seconds']:.0f} s)\n\n{text}")
+    replace_block(args.out / "README.md", f"Command: `{settings['command']}` "
+                  f"({settings['machine']}; {settings['seconds']:.0f} s)\n\n{text}",
+                  "NAC module dropping", SCALING_START, SCALING_END)
     return text
 
 

@@ -12,9 +12,8 @@ each length and seed, scores them on the held-out test split, and writes the tab
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ import torch
 
 from condsearch import build_model, evaluate, fit, load_task
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reporting import machine, write_results  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-START, END = "<!-- RESULTS START -->", "<!-- RESULTS END -->"
 
 
 def arch(length: int, adatape: bool, epochs: int, dim: int, depth: int) -> dict[str, Any]:
@@ -75,16 +76,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def write(rows: list[dict[str, Any]], settings: dict[str, Any], out: Path) -> str:
     text = table(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2)
-                                      + "\n")
-    readme = out / "README.md"
-    block = (f"{START}\nCommand: `{settings['command']}` ({settings['machine']}, "
-             f"{settings['seconds']:.0f} s)\n\n{text}\n{END}")
-    current = readme.read_text() if readme.exists() else f"# Parity\n\n{START}\n{END}\n"
-    before, _, rest = current.partition(START)
-    _, _, after = rest.partition(END)
-    readme.write_text(before + block + after)
+    write_results(out, "Parity", {"rows": rows}, settings, text)
     return text
 
 
@@ -115,8 +107,7 @@ def main(argv: list[str] | None = None) -> str:
     command = "python experiments/parity/run.py " + " ".join(argv if argv is not None else [])
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                 "command": command.strip(), "seconds": time.perf_counter() - started,
-                "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-                           f"torch {torch.__version__}"}
+                "machine": machine()}
     text = write(rows, settings, args.out)
     print(text)
     return text
