@@ -38,7 +38,7 @@ Ray; the local search process under 1.5 GB resident after 1,000 trials. "Flat" i
 the mean overhead of the last 10 trials <= 1.2 x that of trials 2 to 11, plus 5 ms.
 
     python experiments/benchmarks/orchestration.py [--trials 10 200] [--ray-trials 8]
-        [--concurrency 1 2] [--no-ray] [--profile N] [--quick] [--out PATH]
+        [--concurrency 1 2] [--no-ray] [--flip-actor-reuse] [--profile N] [--quick] [--out PATH]
 """
 
 from __future__ import annotations
@@ -315,20 +315,48 @@ def run_local(trials: int, root: Path, clock: Clock) -> dict:
 # ray backend
 
 
+def _process_start_epoch() -> float:
+    """When this process started (epoch seconds, to 10 ms), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - (uptime - started)
+
+
 def _worker_setup() -> None:
     """Ray worker setup hook: time each trial's parts and append them to the timings file."""
     import json as _json
     import os as _os
     import time as _time
 
+    hook_start = _time.time()
+    path = _os.environ.get(TIMINGS_ENV)
+    if not path:
+        return
+    # what the trainable would import anyway when Ray deserialises it (torch, mlflow, optuna)
     import condsearch.search._ray as ray_backend
 
-    path = _os.environ.get(TIMINGS_ENV)
-    if not path or getattr(ray_backend.run_trial, "__wrapped_by_bench__", False):
+    if getattr(ray_backend.run_trial, "__wrapped_by_bench__", False):
         return
+    try:
+        process_start = _process_start_epoch()
+    except (OSError, ValueError, IndexError):
+        process_start = float("nan")
+    with open(path, "a") as f:
+        f.write(_json.dumps({"worker": _os.getpid(), "process_start": process_start,
+                             "hook_start": hook_start, "hook_end": _time.time()}) + "\n")
     clock = Clock()
     install_trial_timers(clock)
     inner = ray_backend.run_trial
+    close = ray_backend._close_abandoned_runs
+    closing: dict[str, float] = {}
+
+    def close_abandoned_runs(spec: Any) -> None:  # called by the trainable before run_trial
+        closing["start"] = _time.time()
+        try:
+            close(spec)
+        finally:
+            closing["end"] = _time.time()
 
     def run_trial(spec: Any, *args: Any, **kwargs: Any) -> Any:
         clock.take()
@@ -338,12 +366,13 @@ def _worker_setup() -> None:
         finally:
             end = _time.time()
             line = {"number": spec.number, "start": start, "end": end, "pid": _os.getpid(),
-                    "parts_s": clock.take()}
+                    "close_abandoned_runs": dict(closing), "parts_s": clock.take()}
             with open(path, "a") as f:
                 f.write(_json.dumps(line) + "\n")
 
     run_trial.__wrapped_by_bench__ = True  # type: ignore[attr-defined]
     ray_backend.run_trial = run_trial
+    ray_backend._close_abandoned_runs = close_abandoned_runs
 
 
 def start_ray(root: Path) -> tuple[float, Path]:
@@ -376,9 +405,10 @@ def _mlflow_trial_spans(uri: str) -> dict[int, float]:
 
 
 def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clock,
-            reuse_actors: bool = False) -> dict:
-    """One Ray search; `reuse_actors` patches Ray Tune's TuneConfig default (a what-if: the
-    search itself leaves it at Ray's default, False, so every trial starts a new actor)."""
+            flip_actor_reuse: bool = False) -> dict:
+    """One Ray search. `flip_actor_reuse` (a what-if, informational) hands Ray Tune the opposite
+    of the `reuse_actors` setting condsearch passes: reused, a worker process runs trial after
+    trial; not reused, every trial starts a new worker process."""
     from ray import tune
 
     from condsearch.search import search
@@ -408,8 +438,16 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
 
     SpaceSearcher.suggest, SpaceSearcher.on_trial_complete = timed_suggest, timed_complete
     tune_config = tune.TuneConfig
-    if reuse_actors:
-        tune.TuneConfig = functools.partial(tune_config, reuse_actors=True)
+    passed: dict[str, bool] = {}
+
+    def config(*args: Any, **kwargs: Any) -> Any:
+        made = tune_config(*args, **kwargs)
+        passed["reuse_actors"] = bool(made.reuse_actors)  # what condsearch asked for
+        if flip_actor_reuse:
+            made.reuse_actors = not made.reuse_actors
+        return made
+
+    tune.TuneConfig = config
     try:
         start = time.perf_counter()
         start_epoch = time.time()
@@ -419,12 +457,16 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
     finally:
         SpaceSearcher.suggest, SpaceSearcher.on_trial_complete = suggest, complete
         tune.TuneConfig = tune_config
-    worker = {}
+    worker, processes = {}, {}
     for line in timings.read_text().splitlines():
         row = json.loads(line)
-        worker[row["number"]] = row  # a retried trial keeps its last attempt
+        if "worker" in row:
+            processes[row["worker"]] = row
+        else:
+            worker[row["number"]] = row  # a retried trial keeps its last attempt
     spans = _mlflow_trial_spans(summary.tracking_uri)
     records = []
+    stamps_by_number = {n: stamps[t].get("suggest", float("nan")) for t, n in numbers.items()}
     for trial_id, number in sorted(numbers.items(), key=lambda kv: kv[1]):
         s, w = stamps[trial_id], worker.get(number)
         if w is None or "complete" not in s:
@@ -433,19 +475,44 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
         compute = sum(parts.get(k, 0.0) for k in COMPUTE)
         wall_t = s["complete"] - s["suggest"]
         in_trial = w["end"] - w["start"]
+        proc, closing = processes.get(w["pid"]), w.get("close_abandoned_runs") or {}
+        if proc is not None and proc["process_start"] > s["suggest"]:  # a new worker process
+            dispatch = {"to_process_start": proc["process_start"] - s["suggest"],
+                        "process_start_to_imports": proc["hook_start"] - proc["process_start"],
+                        "imports": proc["hook_end"] - proc["hook_start"]}
+            ready = proc["hook_end"]
+        else:  # a worker process kept from an earlier trial
+            dispatch, ready = {}, s["suggest"]
+        if "end" in closing:  # the trainable's MLflow check for an earlier attempt's runs
+            dispatch["to_trainable"] = closing["start"] - ready
+            dispatch["close_abandoned_runs"] = closing["end"] - closing["start"]
+            dispatch["to_run_trial"] = w["start"] - closing["end"]
+        else:
+            dispatch["to_run_trial"] = w["start"] - ready
         records.append({
             "number": number, "wall_s": wall_t, "compute_s": compute,
             "overhead_s": wall_t - compute, "dispatch_s": w["start"] - s["suggest"],
             "in_trial_overhead_s": in_trial - compute, "return_s": s["complete"] - w["end"],
+            "dispatch_parts_s": dispatch,
             "worker_pid": w["pid"], "mlflow_trial_run_s": spans.get(number),
             "worker_parts_s": parts, "driver_parts_s": driver_parts.get(trial_id, {}),
         })
     compute = sum(r["compute_s"] for r in records)
     first_suggest = min(s["suggest"] for s in stamps.values() if "suggest" in s)
     last_complete = max(s["complete"] for s in stamps.values() if "complete" in s)
+    # warm: a trial on a worker process that had already run one (no process start, imports
+    # or first calls); a search pays the cold start once per worker it starts
+    seen: set[int] = set()
+    for r in records:
+        r["warm_worker"] = r["worker_pid"] in seen
+        seen.add(r["worker_pid"])
+    warm = [r for r in records if r["warm_worker"]]
+    cold = [r for r in records if not r["warm_worker"]]
+    warm_start = min((stamps_by_number[r["number"]] for r in warm), default=None)
     return {
         "backend": "ray", "trials": trials, "concurrency": concurrency,
-        "reuse_actors": reuse_actors,
+        "reuse_actors": passed.get("reuse_actors", False) != flip_actor_reuse,
+        "actor_reuse_flipped": flip_actor_reuse,
         "completed": summary.completed, "failed": summary.failed, "search_wall_s": wall,
         "setup_s": first_suggest - start_epoch,
         "teardown_s": start_epoch + wall - last_complete,
@@ -453,11 +520,19 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
         "overhead_per_trial_mean_s": _mean([r["overhead_s"] for r in records]),
         "overhead_per_trial_median_s": statistics.median(r["overhead_s"] for r in records),
         "dispatch_mean_s": _mean([r["dispatch_s"] for r in records]),
+        "dispatch_parts_mean_s": {
+            k: _mean([r["dispatch_parts_s"].get(k, 0.0) for r in records])
+            for k in dict.fromkeys(k for r in records for k in r["dispatch_parts_s"])},
         "in_trial_overhead_mean_s": _mean([r["in_trial_overhead_s"] for r in records]),
         "return_mean_s": _mean([r["return_s"] for r in records]),
         "overhead_amortised_per_trial_s": (wall - compute) / trials,
+        "overhead_warm_worker_mean_s": _mean([r["overhead_s"] for r in warm]),
+        "overhead_cold_worker_mean_s": _mean([r["overhead_s"] for r in cold]),
+        "warm_trials": len(warm),
         "trials_per_hour": 3600 * trials / wall,
         "trials_per_hour_steady": 3600 * trials / (last_complete - first_suggest),
+        "trials_per_hour_warm": 3600 * len(warm) / (last_complete - warm_start)
+        if warm else float("nan"),
         "worker_processes": len({r["worker_pid"] for r in records}),
         "driver_rss_mb": _rss_mb(),
         "per_trial": records,
@@ -502,6 +577,36 @@ def _short(file: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _compare_with_local(ray_runs: list[dict], local: dict) -> None:
+    """Ray trial wall time minus the compute of the same trial (same seed and space, so the
+    same sampled arch and training) in the first local search: this also charges the slower
+    first calls of a fresh worker process (its compute runs cold) to the orchestration."""
+    compute = local["per_trial"]["compute_s"]
+    for r in ray_runs:
+        pairs = [(t["wall_s"], compute[t["number"]], t["compute_s"]) for t in r["per_trial"]
+                 if t["number"] < len(compute)]
+        r["overhead_vs_local_compute_mean_s"] = _mean([w - c for w, c, _ in pairs])
+        r["cold_compute_extra_mean_s"] = _mean([rc - c for _, c, rc in pairs])
+        r["local_run_compared"] = local["trials"]
+
+
+def _code_state() -> dict:
+    """The commit measured, and the condsearch files changed from it in the working tree."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "condsearch").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "condsearch_changed": changed}
 
 
 def _machine(threads: int) -> dict:
@@ -556,23 +661,29 @@ def _verdicts(local: list[dict], ray_runs: list[dict]) -> list[dict]:
         rows.append({"check": check, "value": rss, "unit": "MB",
                      "target": f"< {TARGETS['local_rss_mb_after_1000']:.0f} at 1,000", "ok": ok})
     for r in ray_runs:
-        if r["concurrency"] != 1 or r["reuse_actors"]:
+        if r["concurrency"] != 1 or r["actor_reuse_flipped"]:
             continue
+        target = TARGETS["ray_overhead_s"]
         rows.append({"check": f"ray overhead per trial, {r['trials']} trials, concurrency 1",
                      "value": r["overhead_per_trial_mean_s"], "unit": "s",
-                     "target": f"<= {TARGETS['ray_overhead_s']}",
-                     "ok": r["overhead_per_trial_mean_s"] <= TARGETS["ray_overhead_s"]})
+                     "target": f"<= {target}", "ok": r["overhead_per_trial_mean_s"] <= target})
+        if r["warm_trials"]:
+            value = r["overhead_warm_worker_mean_s"]
+            rows.append({"check": f"ray overhead per trial on a warm worker ({r['warm_trials']} "
+                                  "trials)", "value": value, "unit": "s",
+                         "target": f"<= {target}", "ok": value <= target})
     return rows
 
 
 def _ray_name(r: dict) -> str:
-    return f"ray, concurrency {r['concurrency']}" + (" (what-if: reuse_actors)"
-                                                     if r["reuse_actors"] else "")
+    reuse = "workers reused" if r["reuse_actors"] else "a worker per trial"
+    flipped = ", flipped (what-if)" if r["actor_reuse_flipped"] else ""
+    return f"ray, concurrency {r['concurrency']} ({reuse}{flipped})"
 
 
 def _print(local: list[dict], ray_runs: list[dict], verdicts: list[dict],
            ray_start_s: float | None) -> None:
-    head = (f"{'run':40} {'trials':>6} {'wall s':>7} {'setup s':>7} {'compute/trial':>13} "
+    head = (f"{'run':58} {'trials':>6} {'wall s':>7} {'setup s':>7} {'compute/trial':>13} "
             f"{'overhead/trial':>14} {'(median)':>8} {'amortised':>9} {'trials/h':>8} "
             f"{'RSS MB':>7}")
     print(head)
@@ -580,7 +691,7 @@ def _print(local: list[dict], ray_runs: list[dict], verdicts: list[dict],
     for r in local + ray_runs:
         name = "local" if r["backend"] == "local" else _ray_name(r)
         rss = r.get("rss_mb_after_last", r.get("driver_rss_mb", float("nan")))
-        print(f"{name:40} {r['trials']:>6} {r['search_wall_s']:>7.1f} {r['setup_s']:>7.2f} "
+        print(f"{name:58} {r['trials']:>6} {r['search_wall_s']:>7.1f} {r['setup_s']:>7.2f} "
               f"{r['compute_per_trial_s']:>13.3f} {r['overhead_per_trial_mean_s']:>14.3f} "
               f"{r['overhead_per_trial_median_s']:>8.3f} "
               f"{r['overhead_amortised_per_trial_s']:>9.3f} {r['trials_per_hour']:>8.0f} "
@@ -603,6 +714,16 @@ def _print(local: list[dict], ray_runs: list[dict], verdicts: list[dict],
               f"in-trial overhead {r['in_trial_overhead_mean_s']:.3f} s, return "
               f"{r['return_mean_s']:.3f} s per trial; {r['worker_processes']} worker "
               f"process(es); steady {r['trials_per_hour_steady']:.0f} trials/h")
+        print(f"  overhead on a worker's first trial {r['overhead_cold_worker_mean_s']:.3f} s, "
+              f"on a warm worker {r['overhead_warm_worker_mean_s']:.3f} s "
+              f"({r['warm_trials']} trials); warm throughput "
+              f"{r['trials_per_hour_warm']:.0f} trials/h")
+        print("  dispatch: " + ", ".join(f"{k} {v:.2f} s"
+                                         for k, v in r["dispatch_parts_mean_s"].items()))
+        if "overhead_vs_local_compute_mean_s" in r:
+            print(f"  against the same trials' local compute: overhead "
+                  f"{r['overhead_vs_local_compute_mean_s']:.3f} s per trial (worker compute "
+                  f"{r['cold_compute_extra_mean_s']:+.3f} s slower than local)")
     print(f"\n{'check':62} {'value':>9}  {'target':24} ok")
     for v in verdicts:
         print(f"{v['check'][:62]:62} {v['value']:>7.3f} {v['unit']:<2} {v['target']:24} "
@@ -617,9 +738,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2],
                         help="Ray searches to run, one per concurrency (default 1 2)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray searches")
-    parser.add_argument("--what-if-reuse-actors", action="store_true",
+    parser.add_argument("--flip-actor-reuse", action="store_true",
                         help="also run a Ray search at concurrency 1 with Ray Tune's "
-                             "reuse_actors=True patched in (informational)")
+                             "reuse_actors set opposite to what condsearch passes "
+                             "(informational: what reusing, or not, worker processes costs)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also cProfile a local search of N trials")
     parser.add_argument("--quick", action="store_true",
@@ -634,6 +756,7 @@ def main() -> None:
     out = args.out or (None if args.quick else str(Path(__file__).with_name(
         "orchestration.json")))
     load_start = _load()
+    code_start = _code_state()  # the modules are imported now; a later commit is not measured
     started = time.perf_counter()
     clock = Clock()
     install_trial_timers(clock)
@@ -644,20 +767,28 @@ def main() -> None:
         # before Ray is imported: the process then holds what a local search holds
         profile = profile_local(args.profile, root) if args.profile else None
         ray_runs: list[dict] = []
+        ray_errors: list[str] = []
         ray_start = None
         if not args.no_ray:
             ray_start, timings = start_ray(root)
             try:
-                ray_runs = [run_ray(args.ray_trials, c, root, timings, clock)
-                            for c in args.concurrency]
-                if args.what_if_reuse_actors:
-                    ray_runs.append(run_ray(args.ray_trials, 1, root, timings, clock,
-                                            reuse_actors=True))
+                runs = [(c, False) for c in args.concurrency]
+                runs += [(1, True)] if args.flip_actor_reuse else []
+                for concurrency, flip in runs:
+                    try:
+                        ray_runs.append(run_ray(args.ray_trials, concurrency, root, timings,
+                                                clock, flip_actor_reuse=flip))
+                    except Exception as exc:  # e.g. the local Ray instance was stopped
+                        ray_errors.append(f"concurrency {concurrency}, flip {flip}: "
+                                          f"{type(exc).__name__}: {str(exc)[:300]}")
+                        print(f"ray search failed: {ray_errors[-1]}", file=sys.stderr)
             finally:
                 import ray
 
                 ray.shutdown()
     elapsed = time.perf_counter() - started
+    if local:
+        _compare_with_local(ray_runs, local[0])
     verdicts = _verdicts(local, ray_runs)
     _print(local, ray_runs, verdicts, ray_start)
     if profile:
@@ -667,6 +798,9 @@ def main() -> None:
             print(f"  {r['cumtime_s'] / profile['trials'] * 1e3:8.1f} ms/trial "
                   f"{r['cumtime_s'] / profile['wall_s']:6.1%}  {r['function']}")
     print(f"\n{elapsed:.0f} s in all, load average {load_start} -> {_load()}")
+    if _code_state() != code_start:
+        print("warning: condsearch changed during the run (commit or working tree); Ray workers "
+              "started after the change ran the new code, this process the old", file=sys.stderr)
     if out is None:
         return
     report = {
@@ -687,7 +821,9 @@ def main() -> None:
                    "run_trial starting on a worker, return = run_trial ending to the driver "
                    "having recorded the result",
         },
-        "space": SPACE, "ray_init_s": ray_start, "verdicts": verdicts, "local": local,
+        "code": {**code_start, "changed_during_run": _code_state() != code_start},
+        "space": SPACE, "ray_init_s": ray_start, "ray_errors": ray_errors,
+        "verdicts": verdicts, "local": local,
         "ray": ray_runs, "profile": profile,
     }
     text = json.dumps(report, indent=2)
