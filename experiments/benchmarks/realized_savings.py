@@ -682,7 +682,7 @@ def _previous(path: Path, quick: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke version")
+    parser.add_argument("--quick", action="store_true", help="a ~35 s smoke version")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("realized_savings.json")))
     parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
