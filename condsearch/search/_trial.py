@@ -104,6 +104,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         from condsearch.data import load_task
         from condsearch.models import build_model
         from condsearch.train import evaluate, fit, select_device, sweep_knobs
+        from condsearch.train._device import seed_everything
 
         run.log_params(spec.arch)
         task = load_task(spec.task)
@@ -111,6 +112,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         device = select_device(train_cfg.get("device", "auto"))
         result.device = str(device)
         run.set_tags({"condsearch.device": result.device})
+        # Seeded before the model is built, so its initial weights repeat too.
+        seed_everything(spec.seed)
         model = build_model(spec.arch, task)
 
         def epoch_done(epoch: int, epochs: int, record: dict[str, float]) -> None:
