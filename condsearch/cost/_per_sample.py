@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from condsearch.cost._formulas import FORMULAS
+from condsearch.cost._formulas import FAST_FORMULAS
 from condsearch.cost._owners import _counting_scope, current_owners
 
 _decomposable: dict = {}
@@ -22,17 +22,29 @@ def _can_decompose(func) -> bool:
 
 
 class _Attributor(TorchDispatchMode):
-    """Counts each op's FLOPs and splits them evenly over the sample ids that own its rows."""
+    """Counts each op's FLOPs and splits them evenly over the sample ids that own its rows.
+
+    Shares are summed per owner scope (its sample-id tensor) and spread over the samples once,
+    at the end, so a counted op costs a few Python operations rather than tensor ops."""
 
     def __init__(self, batch_size: int) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.per_sample = torch.zeros(batch_size, dtype=torch.float64)
         self.total = 0
+        self._everyone = 0.0
+        self._scoped: dict[int, list] = {}
+
+    @property
+    def per_sample(self) -> torch.Tensor:
+        """FLOPs of each sample so far."""
+        out = torch.full((self.batch_size,), self._everyone, dtype=torch.float64)
+        for ids, share in self._scoped.values():
+            out.index_add_(0, ids, torch.full((ids.numel(),), share, dtype=torch.float64))
+        return out
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        formula = FORMULAS.get(func._overloadpacket)
+        formula = FAST_FORMULAS.get(func._overloadpacket)
         if formula is None and _can_decompose(func):
             # Same rule as FlopCounterMode: count a composite op through what it decomposes into.
             with self:
@@ -43,11 +55,13 @@ class _Attributor(TorchDispatchMode):
         if formula is not None:
             flops = formula(*args, **kwargs, out_val=out)
             if flops:
-                ids = current_owners(self.batch_size)
                 self.total += flops
-                self.per_sample.index_add_(
-                    0, ids, torch.full((ids.numel(),), flops / ids.numel(), dtype=torch.float64)
-                )
+                ids = current_owners(None)
+                if ids is None:
+                    self._everyone += flops / self.batch_size
+                else:
+                    entry = self._scoped.setdefault(id(ids), [ids, 0.0])
+                    entry[1] += flops / ids.numel()
         return out
 
 
