@@ -1,4 +1,4 @@
-"""The `condsearch` command: validate, search, pareto, export, ui.
+"""The `condsearch` command: validate, search, pareto, export, convert, ui.
 
 Imports are deferred to each command so `condsearch validate` answers without loading torch.
 Bad input exits 2 with a message, Ctrl-C exits 130, never with a traceback for either.
@@ -208,6 +208,119 @@ def export(
         out.print(f"registered as {r['name']} version {r['version']} (alias {r['alias']})",
                   markup=False)
     out.print(f"load it with: condsearch.load_exported({str(path)!r})", markup=False)
+
+
+FORMATS = ("nni",)
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="A search-space YAML file (--to) or an NNI "
+                                           "search_space.json (--from).")],
+    output: Annotated[Path, typer.Argument(help="The file to write.")],
+    to: Annotated[str | None, typer.Option("--to", help="Write SOURCE, a condsearch space, in "
+                                           "this format: nni.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Read SOURCE in this format (nni) "
+                                              "and write a condsearch space.")] = None,
+    task: Annotated[str | None, typer.Option(help="--from: the dataset (NNI's format has no "
+                                             "task); asked for when interactive.")] = None,
+    objectives: Annotated[str | None, typer.Option(help="--from: comma-separated objectives; "
+                                                   "default accuracy,flops.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="--from: the backbone when the file has "
+                                                 "no model.backbone (default: read from its "
+                                                 "keys, else token_transformer).")] = None,
+    name: Annotated[str | None, typer.Option(help="--from: the space's name (default: the "
+                                             "output file's stem).")] = None,
+    like: Annotated[Path | None, typer.Option(help="--from: take what NNI's format lacks (task, "
+                                              "objectives, constraints, sampler, sweep, "
+                                              "search) from this space.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="--to: override key.path=value "
+                                                   "in SOURCE first.")] = None,
+) -> None:
+    """Convert a search space to NNI's search_space.json (--to nni), or one back (--from nni)."""
+    if (to is None) == (from_ is None):
+        _fail("name exactly one of --to nni or --from nni")
+    fmt = to if to is not None else from_
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    if to is not None:
+        _convert_to_nni(source, output, set_)
+    else:
+        if set_:
+            _fail("--set applies to --to; with --from, edit the NNI file or use --like")
+        _convert_from_nni(source, output, task, objectives, backbone, name, like)
+
+
+def _convert_to_nni(source: Path, output: Path, overrides: list[str] | None) -> None:
+    from condsearch.interop import (
+        ConvertError,
+        NniUnavailable,
+        check_with_nni,
+        require_nni,
+        space_to_nni,
+    )
+
+    try:
+        require_nni("condsearch convert --to nni")  # first: NNI itself checks what is written
+    except NniUnavailable as exc:
+        _fail(str(exc))
+    space = _load_space(source, overrides)
+    try:
+        search_space, notes = space_to_nni(space)
+        check_with_nni(search_space)
+    except ConvertError as exc:
+        _fail(f"{source}: cannot convert to NNI's format:\n" + "\n".join(
+            f"  {p}" for p in exc.problems))
+    except ValueError as exc:  # NNI's own validator
+        _fail(f"{source}: NNI does not accept the converted space: {exc}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(search_space, indent=2) + "\n", encoding="utf-8")
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"wrote {output}: NNI search space of {space.name!r} "
+              f"({len(search_space)} top-level parameters)", markup=False, highlight=False,
+              soft_wrap=True)
+
+
+def _convert_from_nni(source: Path, output: Path, task: str | None, objectives: str | None,
+                      backbone: str | None, name: str | None, like: Path | None) -> None:
+    from condsearch.interop import ConvertError, document_to_yaml, nni_to_document
+    from condsearch.space import SpaceError, parse_space
+
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        _fail(f"{source}: cannot read: {exc.strerror or exc}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _fail(f"{source}: not valid JSON: {exc}")
+    like_space = _load_space(like, None) if like is not None else None
+    interactive = sys.stdin.isatty() and like_space is None
+    if task is None and interactive:
+        task = typer.prompt("dataset of the space (parity, digits, fashion_mnist, npz or "
+                            "module:function)", default="digits")
+    if objectives is None and interactive:
+        objectives = typer.prompt("objectives", default="accuracy,flops")
+    wanted = [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None
+    try:
+        doc, notes = nni_to_document(data, name=name or (None if like_space else output.stem),
+                                     dataset=task, objectives=wanted, backbone=backbone,
+                                     like=like_space)
+    except ConvertError as exc:
+        _fail(f"{source}: cannot convert from NNI's format:\n" + "\n".join(
+            f"  {p}" for p in exc.problems))
+    text = document_to_yaml(doc, header=f"# Converted from NNI's format ({source.name}) by "
+                                        "condsearch convert --from nni.\n")
+    try:
+        parse_space(text, str(output))
+    except SpaceError as exc:
+        _fail(f"{source}: the converted space is not valid:\n" + "\n".join(
+            f"  {p.key}: {p.message}" for p in exc.problems))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"wrote {output}: search space {doc['name']!r}; check it with condsearch "
+              f"validate {output}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

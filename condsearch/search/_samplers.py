@@ -1,4 +1,4 @@
-"""The Optuna sampler a search space names."""
+"""The sampler a search space names: one of Optuna's, or an NNI tuner (the `nni` extra)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ import optuna
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 
 
-def make_sampler(spec: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: dict[str, Any], seed: int, space: Any = None) -> optuna.samplers.BaseSampler:
     """Build the sampler; TPE is multivariate and grouped so conditional parameters are modelled
-    jointly within each branch of the space."""
+    jointly within each branch of the space. An NNI tuner (`spec["nni"]`) needs the space, whose
+    structure it is given in NNI's format."""
     name, options = spec.get("name", "tpe"), dict(spec.get("options") or {})
+    if spec.get("nni"):
+        if space is None:
+            raise ValueError("an NNI tuner needs the search space; pass space=")
+        from condsearch.interop import NniSampler
+
+        return NniSampler(spec["nni"], space, seed, options, budget=spec.get("budget"),
+                          penalty=spec.get("penalty", 1.0))
     if name == "tpe":
         defaults = {"multivariate": True, "group": True}
         with warnings.catch_warnings():

@@ -6,13 +6,16 @@ import re
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from condsearch.space._distributions import ParamSpec
 
 BUILTIN_DATASETS = ("parity", "digits", "fashion_mnist", "npz")
 BACKBONES = ("token_transformer", "cigt", "nac")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+#: NNI tuners a space may name (`sampler: {nni: tpe}`), each -> the constructor options it takes
+NNI_TUNERS = {"tpe": ("tpe_args",), "evolution": ("population_size",),
+              "anneal": ("parallel_optimize", "constant_liar_type"), "random": ()}
 #: objective name -> the direction Optuna optimizes it in
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency": "minimize"}
 #: sweepable inference knobs, `<component>.<knob>` -> the range each value must lie in
@@ -205,7 +208,36 @@ class ConstraintsSpec(Strict):
 
 class SamplerSpec(Strict):
     name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    #: an NNI tuner proposes each trial instead of an Optuna sampler (the `nni` extra)
+    nni: Literal[tuple(NNI_TUNERS)] | None = None  # type: ignore[valid-type]
     options: dict[str, Any] = Field(default_factory=dict)
+    #: cost objective -> the budget over which NNI's single score is penalized
+    budget: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    #: how much accuracy each budget-relative unit of cost over the budget costs the score
+    penalty: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _nni_fields(self) -> SamplerSpec:
+        if self.nni is None:
+            for key in ("budget", "penalty"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"{key} folds the objectives into one score for an NNI "
+                                     "tuner; it applies only with sampler: {nni: ...}")
+            return self
+        if "name" in self.model_fields_set:
+            raise ValueError("give either name (an Optuna sampler) or nni (an NNI tuner), not "
+                             "both; with --set, replace the whole sampler: "
+                             "--set 'sampler={nni: tpe}'")
+        allowed = NNI_TUNERS[self.nni]
+        for key in self.options:
+            if key not in allowed:
+                from condsearch.space._distributions import suggest_key
+
+                takes = (suggest_key(key, allowed, f"NNI's {self.nni} tuner takes")
+                         if allowed else f"NNI's {self.nni} tuner takes no options")
+                raise ValueError(f"unknown option {key!r}; {takes} (the seed comes from "
+                                 "search.seed)")
+        return self
 
 
 class SearchSpec(Strict):

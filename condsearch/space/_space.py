@@ -32,6 +32,7 @@ from condsearch.space._schema import (
     BACKBONES,
     COMPONENT_PARAMS,
     MODEL_PARAMS,
+    NNI_TUNERS,
     OBJECTIVES,
     SAMPLERS,
     SWEEP_KNOBS,
@@ -67,7 +68,7 @@ class SearchSpace:
         self.constraints: dict[str, float | None] = {
             k: (None if v is None else float(v)) for k, v in doc.constraints.model_dump().items()
         }
-        self.sampler: dict[str, Any] = doc.sampler.model_dump()
+        self.sampler: dict[str, Any] = _sampler(doc)
         self.sweep: dict[str, list[float]] = {k: [float(x) for x in v] for k, v in doc.sweep.items()}
         self.trials: int = doc.search.trials
         self.seed: int = doc.search.seed
@@ -151,10 +152,20 @@ class SearchSpace:
             "objectives": [name for name, _ in self.objectives],
             "constraints": dict(self.constraints),
             "train": {k: d.to_plain() for k, d in self._train.items()},
-            "sampler": copy.deepcopy(self.sampler),
+            "sampler": ({k: copy.deepcopy(v) for k, v in self.sampler.items() if k != "name"}
+                        if "nni" in self.sampler else copy.deepcopy(self.sampler)),
             "sweep": copy.deepcopy(self.sweep),
             "search": {"trials": self.trials, "seed": self.seed, **self.execution},
         }
+
+
+def _sampler(doc: SpaceDocument) -> dict[str, Any]:
+    """The sampler as plain data; an NNI tuner's name reads `nni:<tuner>` (for logs and runs)."""
+    spec = doc.sampler
+    if spec.nni is None:
+        return {"name": spec.name, "options": copy.deepcopy(spec.options)}
+    return {"name": f"nni:{spec.nni}", "nni": spec.nni, "options": copy.deepcopy(spec.options),
+            "budget": dict(spec.budget), "penalty": spec.penalty}
 
 
 def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
@@ -214,7 +225,8 @@ _TYPE_WORDS = {
     "finite_number": "a finite number",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-_LITERALS = {("sampler", "name"): ("sampler", SAMPLERS)}
+_LITERALS = {("sampler", "name"): ("sampler", SAMPLERS),
+             ("sampler", "nni"): ("NNI tuner", tuple(NNI_TUNERS))}
 
 
 class _Checker:
@@ -327,6 +339,8 @@ class _Checker:
         objectives = data.get("objectives")
         if isinstance(objectives, list):
             self._objectives(objectives)
+        self._budget(data.get("sampler"), objectives if isinstance(objectives, list)
+                     else ["accuracy", "flops"], data.get("constraints"))
         possible = backbone.values() if backbone is not None else list(BACKBONES)
         sweep = data.get("sweep")
         if isinstance(sweep, dict):
@@ -442,6 +456,23 @@ class _Checker:
                 self.add(("objectives", i), f"duplicate objective {name!r}")
             seen.add(name)
 
+    def _budget(self, sampler: Any, objectives: list[Any], constraints: Any) -> None:
+        """An NNI tuner's budget names a cost the search measures: a minimized objective or a
+        constrained metric."""
+        budget = sampler.get("budget") if isinstance(sampler, dict) else None
+        if not isinstance(budget, dict):
+            return
+        costs = [o for o in objectives if isinstance(o, str) and OBJECTIVES.get(o) == "minimize"]
+        bounded = constraints if isinstance(constraints, dict) else {}
+        costs += [m for c, m in (("max_flops", "flops"), ("max_params", "params"))
+                  if bounded.get(c) is not None and m not in costs]
+        for key in budget:
+            if key not in costs:
+                self.add(("sampler", "budget", key),
+                         f"no budget for {key!r}: it is neither a minimized objective nor a "
+                         f"constrained metric of this space; "
+                         f"{suggest_key(key, costs, 'budgets apply to') if costs else 'this space has no cost'}")
+
     def _sweep(self, sweep: dict[str, Any], components: dict[str, Params], possible: list[str]) -> None:
         for knob, values in sweep.items():
             if knob not in SWEEP_KNOBS:
@@ -528,6 +559,9 @@ def _pydantic_message(err: dict[str, Any]) -> str:
         return f"unknown key; {suggest_key(loc[-1], options)}"
     if kind == "missing":
         return "missing required field"
+    if kind == "literal_error" and loc == ("sampler", "name") and str(value).startswith("nni"):
+        return (f"unknown sampler {show(value)}; an NNI tuner is written "
+                f"sampler: {{nni: {' | '.join(NNI_TUNERS)}}}")
     if kind == "literal_error" and loc in _LITERALS:
         what, options = _LITERALS[loc]
         return f"unknown {what} {show(value)}; {suggest_key(value, options)}"
