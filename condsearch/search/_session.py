@@ -86,7 +86,7 @@ def open_study(space: Any, storage: str, seed: int):
         )
     n_before = len(existing.trials) if existing is not None else 0
     # A resumed search continues with a fresh seed so it does not repeat earlier suggestions.
-    sampler = make_sampler(space.sampler, seed + n_before)
+    sampler = make_sampler(space.sampler, seed + n_before, space)
     return optuna.create_study(study_name=space.name, storage=storage, directions=directions,
                                sampler=sampler, load_if_exists=True)
 
