@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,18 @@ _FILES = {
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (gzipped or not): magic 0x0000 | dtype 0x08 (ubyte) | ndim, then big-endian dims."""
+    """An IDX array (gzipped or not): magic 0x0000 | dtype 0x08 (ubyte) | ndim, then big-endian dims.
+
+    Read-only, and decoded once per process while the file is unchanged: decompressing the
+    training images took about 0.5 s, which every trial of a search would pay again.
+    """
+    stat = path.stat()
+    return _read_idx(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx(path: Path, mtime_ns: int, size: int) -> np.ndarray:
+    # mtime and size are part of the cache key only, so a rewritten file is read again.
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
@@ -29,7 +41,9 @@ def read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise TaskError(f"{path}: holds {body.size} values, its header says {dims}")
-    return body.reshape(dims)
+    array = body.reshape(dims)
+    array.flags.writeable = False  # np.frombuffer over bytes is read-only already; say so
+    return array
 
 
 def _find(directory: Path, stem: str) -> Path | None:

@@ -1,14 +1,16 @@
 """The search's live view of its points: front, hypervolume and the MLflow tags that show them.
 
-Everything is kept in memory, so recording a trial costs the same at trial 10 and trial 1,000.
+Everything is kept in memory and updated incrementally, so recording a trial costs the same at
+trial 10 and trial 1,000.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from condsearch.search._pareto import hypervolume
-from condsearch.search._points import Point, mark_front
+from condsearch.search._pareto import dominates, hypervolume
+from condsearch.search._points import Point, _order_key, mark_front
 from condsearch.search._record import CONSTRAINT_METRICS
 
 REFERENCE_ATTR = "condsearch.hypervolume_reference"
@@ -30,8 +32,17 @@ def reference_point(points: list[Point], objectives: list[tuple[str, str]],
     return ref
 
 
+#: the hypervolume curve reaches MLflow at least this often (and when the search ends)
+CURVE_FLUSH_S = 10.0
+
+
 class FrontKeeper:
-    """Holds every completed point; after each trial updates the front, tags and hypervolume."""
+    """Holds every completed point; after each trial updates the front, tags and hypervolume.
+
+    A trial costs O(front size), not O(points): a new point enters the front unless a front
+    point dominates it and pushes out the front points it dominates; only runs whose flag
+    changes get a tag write, and the hypervolume is recomputed only when the front changed.
+    """
 
     def __init__(self, objectives: list[tuple[str, str]], constraints: dict[str, Any],
                  reference: list[float] | None, tagger: Any = None, target: Any = None) -> None:
@@ -44,12 +55,19 @@ class FrontKeeper:
         self.front: list[Point] = []
         self.hypervolume = 0.0
         self.trained = 0
+        self._names = [n for n, _ in objectives]
+        self._directions = [d for _, d in objectives]
+        self._curve: list[tuple[float, float, int, int]] = []
+        self._curve_flushed = time.monotonic()
 
     def load(self, points: list[Point]) -> None:
         """Take the points of earlier invocations and bring every tag up to date."""
         self.points = list(points)
         self.trained = sum(not p.derived for p in points)
-        self._refresh({})
+        self.front = mark_front(self.points, self.objectives)
+        self._update_hypervolume()
+        if self.tagger is not None:
+            best_effort(self.tagger.update, {p.run_id: p.on_front for p in self.points if p.run_id})
 
     def add(self, points: list[Point]) -> None:
         """Record one trial's points; a failed trial adds none but still counts nothing."""
@@ -62,39 +80,86 @@ class FrontKeeper:
         for p in points:
             if not p.feasible and p.run_id:
                 extra.setdefault(p.run_id, {})["condsearch.feasible"] = "false"
-        self._refresh(extra)
-        best_effort(self._log_hypervolume)
+        self._refresh(points, extra)
+        self._curve.append((self.hypervolume, float(len(self.front)),
+                            int(time.time() * 1000), self.trained))
+        if time.monotonic() - self._curve_flushed >= CURVE_FLUSH_S:
+            self.flush()
 
-    def _refresh(self, extra: dict[str, dict[str, str]]) -> None:
-        self.front = mark_front(self.points, self.objectives)
+    def _refresh(self, new: list[Point], extra: dict[str, dict[str, str]]) -> None:
+        changed = self._insert(new)
+        if changed is not None or self.reference is None:
+            self._update_hypervolume()
+        if self.tagger is not None:
+            flags = {p.run_id: p.on_front for p in new if p.run_id}
+            flags.update(changed or {})
+            best_effort(self.tagger.update, flags, extra)
+
+    def _insert(self, new: list[Point]) -> dict[str, bool] | None:
+        """Put `new` into the front; return run id -> False for the front points it pushed
+        out, or None when the front did not change. The front of the old points plus one more
+        is the old front's members it does not dominate, plus the point unless one dominates it."""
+        left: dict[str, bool] = {}
+        changed = False
+        for p in new:
+            p.on_front = False
+            if not p.feasible:
+                continue
+            vec = self._vector(p)
+            if any(dominates(self._vector(q), vec, self._directions) for q in self.front):
+                continue
+            kept = []
+            for q in self.front:
+                if dominates(vec, self._vector(q), self._directions):
+                    q.on_front = False
+                    if q.run_id:
+                        left[q.run_id] = False
+                else:
+                    kept.append(q)
+            p.on_front = True
+            self.front = kept + [p]
+            changed = True
+        if not changed:
+            return None
+        self.front.sort(key=_order_key(self.objectives))
+        return left
+
+    def _vector(self, p: Point) -> list[float]:
+        return [p.values[n] for n in self._names]
+
+    def _update_hypervolume(self) -> None:
         if self.points and self.reference is None:
             self.reference = reference_point(self.points, self.objectives, self.constraints)
-        names = [n for n, _ in self.objectives]
         self.hypervolume = hypervolume(
-            [[p.values[n] for n in names] for p in self.front],
-            [d for _, d in self.objectives], self.reference) if self.front else 0.0
-        if self.tagger is not None:
-            best_effort(self.tagger.update,
-                         {p.run_id: p.on_front for p in self.points if p.run_id}, extra)
+            [self._vector(p) for p in self.front], self._directions, self.reference
+        ) if self.front else 0.0
+
+    def flush(self) -> None:
+        """Log the hypervolume and front size of every trial since the last flush to the parent
+        run (one `log_batch`); kept for the next flush if MLflow fails."""
+        self._curve_flushed = time.monotonic()
+        if self._curve:
+            best_effort(self._log_hypervolume)
 
     def _log_hypervolume(self) -> None:
         if self.target is None:
+            self._curve.clear()
             return
-        import time
-
         from mlflow import MlflowClient
         from mlflow.entities import Metric
 
-        MlflowClient(self.target.uri).log_batch(self.target.parent_run_id, metrics=[
-            Metric("hypervolume", self.hypervolume, int(time.time() * 1000), self.trained),
-            Metric("front_size", float(len(self.front)), int(time.time() * 1000), self.trained),
-        ])
+        metrics = []
+        for volume, size, stamp, step in self._curve:
+            metrics += [Metric("hypervolume", volume, stamp, step),
+                        Metric("front_size", size, stamp, step)]
+        MlflowClient(self.target.uri).log_batch(self.target.parent_run_id, metrics=metrics)
+        self._curve.clear()
 
 
 def best_effort(method: Any, *args: Any) -> None:
-    """Call an MLflow update that must not stop the search: front tags and curves are rewritten
-    after every trial, so what MLflow drops (after its own retries) is caught up by the next
-    one, and the study, not MLflow, holds the results."""
+    """Call an MLflow update that must not stop the search: a tag or curve point MLflow drops
+    (after its own retries) is kept and written again with the next update, and the study, not
+    MLflow, holds the results."""
     try:
         method(*args)
     except Exception as exc:

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from condsearch.search._points import (
@@ -64,6 +65,53 @@ def _knob_params(trial_params: dict[str, Any], distributions: dict[str, Any],
     return params
 
 
+def write_trial_attrs(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str, Any],
+                      constraints: dict[str, float] | None = None) -> None:
+    """Set a running trial's user attributes and constraints, in one storage transaction on a
+    database storage: Optuna commits each `set_user_attr` on its own, which cost a trial about
+    5 ms apiece. What the study holds afterwards is what those calls would have written."""
+    system_attrs = {}
+    for key, value in (constraints or {}).items():
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError(f"constraint {key!r} is NaN")
+        # the system attribute Trial.set_constraint writes and FrozenTrial.constraints reads
+        system_attrs[f"constraints:{key}"] = value
+    storage = study._storage
+    transaction = _one_transaction(getattr(storage, "_backend", storage))
+    if transaction is not None:
+        session_scope, write, models = transaction
+        with session_scope() as session:
+            for key, value in user_attrs.items():
+                write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
+            for key, value in system_attrs.items():
+                write(session, models.TrialSystemAttributeModel, trial._trial_id, key, value)
+    else:  # in-memory, journal or another storage: its own calls, one per attribute
+        for key, value in user_attrs.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        for key, value in system_attrs.items():
+            storage.set_trial_system_attr(trial._trial_id, key, value)
+    # Trial keeps a copy of its frozen trial that set_user_attr and set_constraint also update.
+    trial._cached_frozen_trial.user_attrs.update(user_attrs)
+    trial._cached_frozen_trial.system_attrs.update(system_attrs)
+
+
+def _one_transaction(backend: Any) -> tuple[Any, Any, Any] | None:
+    """Optuna's RDB session scope, attribute writer and models, which set_trial_user_attr uses
+    per key; None for another storage, or an Optuna whose internals moved."""
+    if not isinstance(backend, RDBStorage):
+        return None
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        return None
+    write = getattr(backend, "_set_trial_attr_without_commit", None)
+    if write is None:
+        return None
+    return (lambda: _create_scoped_session(backend.scoped_session)), write, models
+
+
 def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any],
                   task: dict[str, Any], result: TrialResult, objectives: list[tuple[str, str]],
                   constraints: dict[str, Any]) -> list[Point]:
@@ -72,18 +120,16 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
     values = _values(result.metrics, objectives) if result.ok else None
     if values is None:
         reason = result.error or f"no finite objective values in {result.metrics}"
-        trial.set_user_attr(ATTR_ERROR, reason[:2000])
+        failure = {ATTR_ERROR: reason[:2000]}
         if result.run_id:
-            trial.set_user_attr(ATTR_RUN, result.run_id)
+            failure[ATTR_RUN] = result.run_id
+        write_trial_attrs(study, trial, failure)
         study.tell(trial, state=TrialState.FAIL)
         return []
     cons = constraint_values(result.metrics, constraints)
-    for key, value in cons.items():
-        trial.set_constraint(key, value)
     attrs = {ATTR_METRICS: result.metrics, ATTR_KNOBS: result.knobs, ATTR_ARCH: arch,
              ATTR_TASK: task, ATTR_RUN: result.run_id, ATTR_WEIGHTS_RUN: result.run_id}
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    write_trial_attrs(study, trial, attrs, cons)
     study.tell(trial, values)
     feasible = all(v <= 0 for v in cons.values())
     points = [Point(trial.number, trial.number, False, dict(zip(names, values)), result.metrics,

@@ -39,6 +39,8 @@ class Session:
     state: WorkdirState
     completed: int = 0
     failed: int = 0
+    #: whether the study holds the hypervolume reference (asking it costs a query a trial)
+    reference_saved: bool = False
 
     def spec(self, trial: Any, arch: dict[str, Any]) -> TrialSpec:
         """The plain-data description of a sampled trial that `run_trial` executes."""
@@ -52,8 +54,9 @@ class Session:
         points = record_result(self.study, trial, arch, self.space.task, result,
                                self.space.objectives, self.space.constraints)
         self.keeper.add(points)
-        if self.keeper.reference is not None and REFERENCE_ATTR not in self.study.user_attrs:
+        if self.keeper.reference is not None and not self.reference_saved:
             self.study.set_user_attr(REFERENCE_ATTR, self.keeper.reference)
+            self.reference_saved = True
         if points:
             self.completed += 1
             text = describe_values(points[0].values)
@@ -137,8 +140,8 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
         "objectives": ",".join(n for n, _ in space.objectives), "workdir": str(workdir.resolve()),
         "backend": backend,
     }, space.source)
-    keeper = FrontKeeper(space.objectives, space.constraints,
-                         study.user_attrs.get(REFERENCE_ATTR),
+    reference = study.user_attrs.get(REFERENCE_ATTR)
+    keeper = FrontKeeper(space.objectives, space.constraints, reference,
                          ParetoTagger(state.tracking_uri, state.experiment_id), target)
     names = [n for n, _ in space.objectives]
     keeper.load([point_from_trial(t, names) for t in study.get_trials(
@@ -148,7 +151,8 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
         if stale:
             bar.message(f"recorded trials {stale} as failed: their search process stopped")
         try:
-            yield Session(space, study, keeper, target, bar, seed, state)
+            yield Session(space, study, keeper, target, bar, seed, state,
+                          reference_saved=reference is not None)
         except KeyboardInterrupt:
             status = "KILLED"
             bar.message("interrupted: the running trial is recorded as failed; "
@@ -158,6 +162,7 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
             status = "FAILED"
             raise
         finally:
+            keeper.flush()
             best_effort(_log_front, keeper, target, space)
             best_effort(end_run, target, status)
 

@@ -14,6 +14,7 @@ class ParetoTagger:
 
         self.client = MlflowClient(uri)
         self.current: dict[str, str] = {}
+        self._pending: dict[str, dict[str, str]] = {}
         self._load(experiment_id)
 
     def _load(self, experiment_id: str) -> None:
@@ -31,19 +32,31 @@ class ParetoTagger:
 
     def update(self, on_front: dict[str, bool], extra: dict[str, dict[str, str]] | None = None
                ) -> int:
-        """Tag every run in `on_front` true/false (plus `extra` tags); return runs written."""
+        """Tag every run in `on_front` true/false (plus `extra` tags) where that changes what
+        the run carries; return runs written. Writes MLflow failed to take are retried here."""
+        from mlflow.entities import RunTag
+
         extra = extra or {}
-        written = 0
+        writes, self._pending = self._pending, {}
         for run_id in set(on_front) | set(extra):
-            tags = dict(extra.get(run_id, {}))
+            tags = writes.setdefault(run_id, {})
+            tags.update(extra.get(run_id, {}))
             if run_id in on_front:
                 value = "true" if on_front[run_id] else "false"
                 if self.current.get(run_id) != value:
                     tags[PARETO_TAG] = value
-            if tags:
-                from mlflow.entities import RunTag
-
-                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-                self.current[run_id] = tags.get(PARETO_TAG, self.current.get(run_id, ""))
-                written += 1
-        return written
+                else:  # back to what the run carries: a failed write of another value is moot
+                    tags.pop(PARETO_TAG, None)
+        todo = [(run_id, tags) for run_id, tags in writes.items() if tags]
+        for i, (run_id, tags) in enumerate(todo):
+            try:
+                if len(tags) == 1:  # the usual case; set_tag is one store session, not two
+                    self.client.set_tag(run_id, *next(iter(tags.items())))
+                else:
+                    self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            except Exception:
+                self._pending = dict(todo[i:])
+                raise
+            if PARETO_TAG in tags:
+                self.current[run_id] = tags[PARETO_TAG]
+        return len(todo)
