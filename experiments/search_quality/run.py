@@ -8,7 +8,9 @@ searched), with one fixed, small training budget per trial, this runs real searc
 - `random`: random search, sweep on;
 - `tpe_no_sweep`: the default sampler with the knob sweep off (trained points only);
 - `dense`: the default sampler on the same space with every adaptive component off and the
-  backbone fixed to the token transformer (for "static against adaptive").
+  backbone fixed to the token transformer (for "static against adaptive");
+- `dense_cigt`: the default sampler on CIGT with one block per layer (widths [1, 1, 1]: no
+  routers, every input runs the same convolutional path), the static counterpart of CIGT.
 
 each for several seeds, and reports the normalised hypervolume of the validation front after
 8, 16, 32 trials (one fixed reference point for all), the test accuracy of the exported knee
@@ -56,7 +58,8 @@ HERE = Path(__file__).resolve().parent
 SPACE = HERE.parents[1] / "search_spaces" / "fashion_adaptive.yaml"
 COMPONENTS = ("adatape", "early_exit", "moe", "token_selection")
 ADAPTIVE = ("tpe", "nsga2", "random", "tpe_no_sweep")
-CONFIGS = (*ADAPTIVE, "dense")
+DENSE = ("dense", "dense_cigt")
+CONFIGS = (*ADAPTIVE, *DENSE)
 
 
 def space_doc(config: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -70,8 +73,11 @@ def space_doc(config: str, args: argparse.Namespace) -> dict[str, Any]:
         doc["sampler"] = {"name": "nsga2", "options": {"population_size": args.population}}
     elif config == "random":
         doc["sampler"] = {"name": "random"}
-    if config in ("tpe_no_sweep", "dense"):
+    if config in ("tpe_no_sweep", *DENSE):
         doc.pop("sweep", None)
+    if config == "dense_cigt":
+        cigt = {k: v for k, v in doc["model"]["cigt"].items() if k != "ig_weight"}
+        doc["model"] = {"backbone": "cigt", "cigt": {**cigt, "widths": [1, 1, 1]}}
     if config == "dense":
         model = doc["model"]
         model["backbone"] = "token_transformer"
@@ -168,24 +174,42 @@ def summarise(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace
     return table
 
 
+def _by_model(points: list[Any]) -> dict[str, list[tuple[float, float]]]:
+    grouped: dict[str, list[Any]] = {}
+    for p in points:
+        grouped.setdefault(describe(p.arch), []).append(p)
+    return {model: pairs(chosen) for model, chosen in grouped.items()}
+
+
 def static_against_adaptive(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace
                             ) -> dict[str, Any]:
-    """At FLOPs budgets spanning the fronts: best dense against best adaptive validation
-    accuracy, at equal search effort (the default sampler's first `dense_trials` trials per
-    seed) and over every adaptive point of the study."""
-    dense = [v for r in runs.get("dense", []) for v in r["values"]]
+    """At FLOPs budgets spanning the fronts: the best static (dense) against the best adaptive
+    validation accuracy, at equal search effort (the default sampler's first as many trials as
+    the dense searches ran together, per seed) and over every adaptive point of the study; and,
+    within the convolutional backbone, CIGT's routing against the same net with one path."""
+    dense = [v for c in DENSE for r in runs.get(c, []) for v in r["values"]]
     if not dense:
         return {}
-    equal = [v for r in runs.get("tpe", []) for v in r["values_first_dense_trials"]]
+    dense_tt = [v for r in runs.get("dense", []) for v in r["values"]]
+    dense_conv = [v for r in runs.get("dense_cigt", []) for v in r["values"]]
+    equal = [v for r in runs.get("tpe", []) for v in r["values_equal_effort"]]
     every = [v for c in ADAPTIVE for r in runs.get(c, []) for v in r["values"]]
+    cigt = [v for c in ADAPTIVE for r in runs.get(c, []) for v in r["values_by_model"].get("cigt", [])]
     fronts = [front(dense), front(equal), front(every)]
     low = min(f[0][1] for f in fronts if f)
     high = max(f[-1][1] for f in fronts if f)
     levels = log_levels(low, high, args.levels)
-    return {"dense_front": front(dense), "adaptive_front_equal_effort": front(equal),
-            "adaptive_front_all": front(every),
-            "equal_effort": accuracy_bought(equal, dense, levels),
-            "all": accuracy_bought(every, dense, levels)}
+    result = {"dense_front": front(dense), "dense_transformer_front": front(dense_tt),
+              "dense_conv_front": front(dense_conv),
+              "adaptive_front_equal_effort": front(equal), "adaptive_front_all": front(every),
+              "equal_effort": accuracy_bought(equal, dense, levels),
+              "all": accuracy_bought(every, dense, levels),
+              "dense_transformer": accuracy_bought(every, dense_tt, levels),
+              "dense_conv": accuracy_bought(every, dense_conv, levels)}
+    if cigt and dense_conv:
+        result["cigt_front"] = front(cigt)
+        result["cigt_against_one_path"] = accuracy_bought(cigt, dense_conv, levels)
+    return result
 
 
 def measure(info: dict[str, Any], flops_ref: float, args: argparse.Namespace
@@ -200,7 +224,8 @@ def measure(info: dict[str, Any], flops_ref: float, args: argparse.Namespace
         "curve": hypervolume_curve(record, flops_ref),
         "curve_trained": hypervolume_curve(record, flops_ref, derived=False),
         "values": pairs(record.points),
-        "values_first_dense_trials": pairs(points_of_first(record, args.dense_trials)),
+        "values_equal_effort": pairs(points_of_first(record, len(DENSE) * args.dense_trials)),
+        "values_by_model": _by_model(record.points),
         "front": [{"accuracy": p.values["accuracy"], "flops": p.values["flops"],
                    "derived": p.derived, "model": describe(p.arch), "knobs": p.knobs}
                   for p in sorted(front_points, key=lambda p: p.values["flops"])],
@@ -252,10 +277,11 @@ def plot(results: dict[str, Any], runs: dict[str, list[dict[str, Any]]], out: Pa
     sva = results.get("static_vs_adaptive") or {}
     if sva:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for key, label in (("dense_front", "dense (all seeds)"),
+        for key, label in (("dense_transformer_front", "dense token transformer"),
+                           ("dense_conv_front", "one-path conv (CIGT widths 1,1,1)"),
                            ("adaptive_front_equal_effort", "adaptive, tpe, equal trials"),
                            ("adaptive_front_all", "adaptive, every point")):
-            f = sva[key]
+            f = sva.get(key) or []
             ax.step([v[1] / 1e6 for v in f], [v[0] for v in f], where="post", marker="o",
                     markersize=3, label=label)
         ax.set_xscale("log")
@@ -308,16 +334,25 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                      + " | ".join(fmt(e["hypervolume_trained_only"][n]) for n in ns) + " |")
     sva = results.get("static_vs_adaptive")
     if sva:
-        lines += ["", f"Static against adaptive: best validation accuracy within each FLOPs "
-                  f"budget. Dense: the default sampler on the same space with every adaptive "
-                  f"component off ({args.dense_trials} trials × {n_seeds} seed(s)); adaptive at "
-                  f"equal effort: the `tpe` searches' first {args.dense_trials} trials; adaptive, "
-                  "all: every point of the four adaptive configurations.", "",
-                  "| FLOPs budget (M) | dense | adaptive, equal effort | gain | adaptive, all "
-                  "| gain |", "|---:|---:|---:|---:|---:|---:|"]
-        for eq, al in zip(sva["equal_effort"], sva["all"]):
-            lines.append(f"| {eq['flops'] / 1e6:.2f} | {eq['dense']:.3f} | {eq['adaptive']:.3f} "
-                         f"| {eq['gain']:+.3f} | {al['adaptive']:.3f} | {al['gain']:+.3f} |")
+        effort = len(DENSE) * args.dense_trials
+        lines += ["", "Static against adaptive: best validation accuracy within each FLOPs "
+                  "budget. Static: the dense token transformer (`dense`) and the one-path "
+                  f"convolutional net (`dense_cigt`), {args.dense_trials} trials × {n_seeds} "
+                  "seed(s) each; `best static` is the better of the two. Adaptive at equal "
+                  f"effort: the `tpe` searches' first {effort} trials per seed; adaptive, all: "
+                  "every point of the four adaptive configurations; CIGT: the adaptive points "
+                  "whose backbone is CIGT, against the one-path net.", "",
+                  "| FLOPs budget (M) | dense transformer | one-path conv | best static "
+                  "| adaptive, equal effort | gain | adaptive, all | gain | CIGT | gain over "
+                  "one path |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        cigt = sva.get("cigt_against_one_path") or [{}] * len(sva["all"])
+        for eq, al, tt, cv, cg in zip(sva["equal_effort"], sva["all"], sva["dense_transformer"],
+                                      sva["dense_conv"], cigt):
+            lines.append(
+                f"| {eq['flops'] / 1e6:.2f} | {tt['dense']:.3f} | {cv['dense']:.3f} "
+                f"| {eq['dense']:.3f} | {eq['adaptive']:.3f} | {eq['gain']:+.3f} "
+                f"| {al['adaptive']:.3f} | {al['gain']:+.3f} "
+                f"| {cg.get('adaptive', math.nan):.3f} | {cg.get('gain', math.nan):+.3f} |")
         lines += ["", "What the adaptive front (every point) is made of, cheapest first: "
                   + "; ".join(f"{p['model']} {p['accuracy']:.3f} @ {p['flops'] / 1e6:.2f}M"
                               for p in results["front_makeup"])]
@@ -350,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     infos: dict[str, list[dict[str, Any]]] = {}
     for seed in args.seeds:
         for config in args.configs:
-            trials = args.dense_trials if config == "dense" else args.trials
+            trials = args.dense_trials if config in DENSE else args.trials
             infos.setdefault(config, []).append(run_search(config, seed, trials, args))
     records = {c: [read_search(Path(i["workdir"])) for i in rows] for c, rows in infos.items()}
     costliest = max(v[1] for rows in records.values() for r in rows for v in pairs(r.points))
