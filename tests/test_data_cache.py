@@ -56,3 +56,20 @@ def test_an_idx_file_is_decoded_once_read_only_and_again_when_it_changes(tmp_pat
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert read_idx(path).tolist() == np.ones((2, 3, 4)).tolist()
+
+
+def test_digits_read_without_scikit_learn_equal_its_load_digits():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    images, labels = digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(images[:, 0], (bunch.images / 16.0).astype(np.float32))
+    assert np.array_equal(labels, bunch.target)
+    # importing scikit-learn (and scipy) cost the first trial of every search process 0.9 s
+    probe = ("import sys; from condsearch.data import load_task; load_task('digits'); "
+             "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
