@@ -114,6 +114,70 @@ def test_eval_output_is_the_leaf_of_the_argmax_path():
             torch.testing.assert_close(out[i : i + 1], model.trellis.layers[2][n2](h1))
 
 
+def executed_ops(model, x):
+    """Names of the ATen operators a no-grad forward pass runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    names = []
+    with torch.no_grad(), Record():
+        model(x)
+    return names
+
+
+def calibrated(model, x):
+    """Non-trivial BatchNorm statistics, so that folding them into the layers is exercised."""
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+def test_inference_without_gradients_computes_what_the_plain_layers_compute():
+    model = calibrated(cigt(widths=[1, 2, 4], seed=4), images(64, seed=5))  # routes spread
+    x = images(24)
+    with torch.no_grad():  # folded BatchNorm, pooling by maxima, one gather per route
+        fast = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(24)])
+    with torch.enable_grad():  # the layers as they are written, as in training
+        plain = model(x).detach()
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(alone, plain)
+
+
+def test_one_sample_runs_its_blocks_with_no_gather_or_scatter():
+    gathers = {"nonzero.default", "index_select.default", "index_copy_.default",
+               "index_add_.default", "bincount.default", "sort.stable"}
+    model = calibrated(cigt(widths=[1, 2, 4], seed=4), images(64, seed=5))  # routes spread
+    assert not set(executed_ops(model, images(1))) & gathers
+    reset_routing_stats(model)
+    grouped = {"index_select.default", "index_copy_.default"}
+    assert grouped <= set(executed_ops(model, images(16)))  # mixed routes: grouped by route
+    assert 0 < routing_stats(model)["cigt.path_usage.layer1.block0"] < 1
+    rig(model, 1, favourite=1)
+    rig(model, 2, favourite=3)
+    assert not set(executed_ops(model, images(16))) & gathers - {"bincount.default"}
+
+
+def test_folded_constants_follow_the_weights():
+    model = calibrated(cigt(widths=[1, 2, 4]), images(64, seed=5))
+    x = images(8)
+    norm = model.trellis.layers[1][0][1]
+    with torch.no_grad():
+        before = model(x)
+        norm.running_var.mul_(4.0)  # an in-place update bumps the version
+        after = model(x)
+        assert not torch.allclose(before, after)
+        with torch.enable_grad():
+            torch.testing.assert_close(after, model(x).detach())
+        norm.running_var.data.mul_(0.25)  # bumps nothing: seen once the mode is set again
+        torch.testing.assert_close(model.eval()(x), before)
+
+
 def test_multipath_output_is_the_probability_weighted_mean_of_the_blocks_run():
     model = cigt(widths=[1, 3], temperature=1.0, temperature_decay=1.0,
                  temperature_min=1.0).eval()
@@ -277,6 +341,28 @@ def test_routing_stats_report_path_usage_mean_paths_and_route_class_information(
     assert not any(k.startswith("cigt.path_usage.layer0") for k in stats)
     reset_routing_stats(model)
     assert routing_stats(model) == {}
+
+
+def test_statistics_of_samples_one_at_a_time_equal_those_of_the_batch():
+    model = calibrated(cigt(widths=[1, 2, 4], seed=4), images(64, seed=5))
+    x, y = images(20), torch.randint(0, 10, (20,))
+    with torch.no_grad():
+        model(x)
+        observe_targets(model, y)
+        batched = routing_stats(model)
+        reset_routing_stats(model)
+        for i in range(20):
+            model(x[i : i + 1])
+            observe_targets(model, y[i : i + 1])
+    assert routing_stats(model) == pytest.approx(batched)
+
+
+def test_hard_routes_of_one_sample_follow_torch_argmax():
+    from condsearch.blocks.cigt import _argmax
+
+    for row in ([0.5, 2.0, 2.0, -1.0], [3.0, 1.0], [1.0, float("nan"), 5.0, float("nan")],
+                [-2.0, -1.0, -1.0]):
+        assert _argmax(row) == int(torch.tensor(row).argmax())
 
 
 def test_route_class_information_is_the_class_entropy_when_routes_mirror_classes():

@@ -93,6 +93,20 @@ def test_token_selection_keeps_cls_and_the_top_tokens_in_order():
     assert routing_stats(select) == {"token_selection.kept_fraction": 0.5}
 
 
+@pytest.mark.parametrize("scorer", ["learned", "cls_attention"])
+def test_token_selection_keeps_the_same_tokens_in_eval_as_in_training(scorer):
+    torch.manual_seed(0)
+    select = TokenSelection(8, keep_ratio=0.3, scorer=scorer)
+    h = torch.randn(5, 21, 8)
+    with torch.no_grad():
+        trained = select.train()(h)  # gather + the straight-through factor (1 going forward)
+        evaluated = select.eval()(h)  # one row gather of CLS and the kept tokens
+        alone = torch.cat([select(h[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(evaluated, trained)
+    assert torch.equal(alone, evaluated)
+    assert routing_stats(select) == {"token_selection.kept_fraction": 6 / 20}  # ceil(0.3 * 20)
+
+
 def test_fewer_kept_tokens_cost_less_downstream():
     layer = TransformerLayer(16, 4, mlp_ratio=2.0)
     model = torch.nn.Sequential(TokenSelection(16, keep_ratio=1.0), layer).eval()

@@ -161,6 +161,29 @@ def test_a_receiver_cut_off_from_every_sender_but_itself_attends_only_to_itself(
     assert not torch.allclose(kernel_attention(q, k, v, 2, None), v)
 
 
+@pytest.mark.parametrize("masked", [True, False])
+def test_kernel_attention_of_one_sample_matches_the_fused_kernel(masked):
+    torch.manual_seed(0)
+    q = torch.randn(1, 5, 8)
+    kv = torch.randn(1, 7, 16)  # k and v as strided halves of one projection, as in a circuit
+    k, v = kv.chunk(2, dim=-1)
+    mask = torch.randn(5, 7) if masked else None
+    with torch.no_grad():
+        alone = kernel_attention(q, k, v, 2, mask)
+        fused = kernel_attention(q.expand(2, 5, 8), k.expand(2, 7, 8), v.expand(2, 7, 8), 2,
+                                 mask)[:1]  # batch 2 takes scaled_dot_product_attention
+    torch.testing.assert_close(alone, fused)
+
+
+def test_a_batch_and_its_samples_one_at_a_time_give_the_same_outputs():
+    model = nac(keep_ratio=0.5).eval()
+    x = inputs(IMAGE)
+    with torch.no_grad():
+        batched = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(alone, batched)
+
+
 def test_a_circuit_whose_kernel_cuts_every_link_gives_every_input_the_same_output():
     x = inputs(IMAGE)
     with torch.no_grad():
@@ -231,6 +254,21 @@ def test_eval_constants_follow_the_weights():
         fresh = model.train()(x)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, fresh)
+
+
+def test_eval_constants_follow_the_shared_weights_and_edits_through_data():
+    model = nac().eval()
+    x = inputs(IMAGE)
+    fc = model.circuit.layers[0].ffn.fc1.linear  # its transposed weight is an eval constant
+    with torch.no_grad():
+        before = model(x)
+        fc.weight.mul_(2.0)
+        after = model(x)
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, model.train()(x))
+        model.eval()(x)
+        fc.weight.data.mul_(0.5)  # bumps no version: seen once the mode is set again
+        torch.testing.assert_close(model.eval()(x), before)
 
 
 def test_a_circuit_takes_tokens_and_returns_the_output_module_state():

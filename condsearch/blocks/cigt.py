@@ -7,6 +7,12 @@ routed to a block are gathered and run through it; the results are scattered bac
 pays for one block per layer (plus the routers, which run on every sample). The blocks of the
 last layer are leaves, each ending in its own classifier.
 
+At inference the cost of routing is kept to the router itself: where every row of a batch takes
+the same route (always so at batch size 1) the chosen block runs on the batch as it is, with no
+gather or scatter, and one sample's route is read from its logits on the host. In eval mode
+with no gradient a router's BatchNorm is folded into its first Linear once per weight version
+(`eval_constants`).
+
 Routers learn from the information-gain loss alone (the hard routes carry no gradient), computed
 on each minibatch from the soft probabilities:
 
@@ -22,7 +28,8 @@ rest by argmax. At inference a sample may also run every other block whose p(n|x
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +63,56 @@ def mutual_information(counts: torch.Tensor) -> float:
     return float(entropy(joint.sum(0)) + entropy(joint.sum(1)) - entropy(joint))
 
 
-class CIGTRouter(nn.Module):
+def eval_constants(owner: nn.Module, sources: Sequence[nn.Module],
+                   build: Callable[[], Any]) -> Any:
+    """`build()`, cached on `owner` until a parameter or buffer of a module in `sources`
+    changes: weight-only constants (e.g. a BatchNorm folded into the layer before it) are then
+    computed once, not per call.
+
+    In-place updates (optimizer steps, load_state_dict, no-grad edits) bump a tensor's version;
+    moves and casts change its storage. Edits through `.data` bump nothing, so an owner that
+    derives from `CachesEvalConstants` drops its cache on `train()` and `eval()`. Built outside
+    inference mode, so later no-grad passes may use them too.
+    """
+    # plain dict reads: at batch size 1 module attribute lookups would cost more than the check
+    key = tuple((t._version, t.data_ptr()) for m in sources
+                for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+    cache = owner.__dict__.get("_eval_constants")
+    if cache is None or cache[0] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            cache = (key, build())
+        owner.__dict__["_eval_constants"] = cache
+    return cache[1]
+
+
+class CachesEvalConstants(nn.Module):
+    """A module whose `eval_constants` cache is dropped when its mode is set or it is moved."""
+
+    def train(self, mode: bool = True) -> CachesEvalConstants:
+        self.__dict__.pop("_eval_constants", None)
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CachesEvalConstants:
+        self.__dict__.pop("_eval_constants", None)
+        return super()._apply(fn, recurse)
+
+
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
+                   norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a Linear or Conv layer followed by `norm` in eval mode, as one layer:
+    BN(W x + b) = (s W) x + s (b - mean) + beta, with s = gamma / sqrt(running var + eps)."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean if bias is None else bias - norm.running_mean
+    shift = shift * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return weight * scale.view(shape), shift
+
+
+class CIGTRouter(CachesEvalConstants):
     """Pooled features -> Linear(dim) -> BatchNorm1d -> ReLU -> Linear(routes): routing logits.
 
     Image features [B, C, H, W] are average-pooled to `pool_side` x `pool_side` first; any other
@@ -79,6 +135,9 @@ class CIGTRouter(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if h.dim() == 4:
             h = F.adaptive_avg_pool2d(h, self.pool_side)
+        if not self.training and not torch.is_grad_enabled():
+            w1, b1, w2, b2 = self._folded()
+            return torch.addmm(b2, torch.addmm(b1, h.flatten(1), w1).relu_(), w2)
         z = self.fc1(h.flatten(1))
         if self.training and z.shape[0] == 1:  # batch statistics of one sample are undefined
             norm = self.norm
@@ -87,6 +146,29 @@ class CIGTRouter(nn.Module):
         else:
             z = self.norm(z)
         return self.fc2(F.relu(z))
+
+    def _folded(self) -> tuple[torch.Tensor, ...]:
+        """(W1^T, b1, W2^T, b2) for eval mode: fc1 with the BatchNorm after it folded in, and
+        both weights transposed once for `addmm`."""
+        modules = self._modules
+        fc1, fc2, norm = modules["fc1"], modules["fc2"], modules["norm"]
+
+        def build() -> tuple[torch.Tensor, ...]:
+            w1, b1 = fold_batchnorm(fc1.weight, fc1.bias, norm)
+            return w1.T.contiguous(), b1, fc2.weight.T.contiguous(), fc2.bias.clone()
+
+        return eval_constants(self, (fc1, fc2, norm), build)
+
+
+def _argmax(values: list[float]) -> int:
+    """`torch.argmax` of a list: the first NaN if any, else the first largest value."""
+    best = 0
+    for i, v in enumerate(values):
+        if v != v:
+            return i
+        if v > values[best]:
+            best = i
+    return best
 
 
 class CIGTTrellis(AdaptiveBlock):
@@ -143,12 +225,13 @@ class CIGTTrellis(AdaptiveBlock):
         # The optimizer step the temperature follows; saved with the weights (inference uses T).
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._train_probs: dict[int, torch.Tensor] = {}
-        self._last_routes: dict[int, torch.Tensor] = {}
+        self._last_routes: dict[int, torch.Tensor | int] = {}  # an int: a batch of one
+        # blocks run per layer and samples seen (eval mode): host counts, read once per batch
+        self._usage = {layer: [0] * widths[layer] for layer in sorted(routed)}
+        self._samples = 0
         for layer in sorted(routed):
-            self.register_buffer(f"_usage{layer}", torch.zeros(widths[layer]), persistent=False)
             self.register_buffer(f"_class_route{layer}",
                                  torch.zeros(self.num_classes, widths[layer]), persistent=False)
-        self.register_buffer("_samples", torch.zeros(()), persistent=False)
 
     @property
     def routed_layers(self) -> list[int]:
@@ -165,11 +248,7 @@ class CIGTTrellis(AdaptiveBlock):
 
     def route_probabilities(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """p(n|x) [B, widths[layer]] of the router into `layer`, given the previous layer's output."""
-        logits = self.routers[str(layer)](h).float()
-        if logits.shape[-1] != self.widths[layer]:
-            raise ValueError(f"router into layer {layer} gave {logits.shape[-1]} logits for "
-                             f"{self.widths[layer]} blocks")
-        return (logits / self.temperature).softmax(-1)
+        return (self._route_logits(layer, h) / self.temperature).softmax(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -182,23 +261,46 @@ class CIGTTrellis(AdaptiveBlock):
             if len(blocks) == 1:
                 h = blocks[0](h)
                 continue
-            probs = self.route_probabilities(layer, h)
             if self.training:
+                probs = self.route_probabilities(layer, h)
                 self._train_probs[layer] = probs
-                run = F.one_hot(self._training_routes(probs), len(blocks)).bool()
-                h = self._run_blocks(blocks, h, run, None)
+                h, _ = self._run_routes(blocks, h, self._training_routes(probs))
                 continue
-            top = probs.argmax(-1)
-            run = probs > self.multipath_threshold
-            run[torch.arange(run.shape[0], device=run.device), top] = True
-            self._last_routes[layer] = top
-            getattr(self, f"_usage{layer}").add_(run.sum(0).to(torch.float32))
-            weights = None
-            if self.multipath_threshold < 1.0:
+            if self.multipath_threshold >= 1.0:
+                # no p(n|x) exceeds 1, so each sample runs its argmax block alone; the argmax
+                # of softmax(a / T) is that of the logits a, so no softmax is needed
+                logits = self._route_logits(layer, h)
+                if h.shape[0] == 1:  # one sample: one host read of its logits, no index ops
+                    chosen = _argmax(logits.tolist()[0])
+                    self._last_routes[layer] = chosen
+                    self._usage[layer][chosen] += 1
+                    h = blocks[chosen](h)
+                    continue
+                top = logits.argmax(-1)
+                self._last_routes[layer] = top
+                h, counts = self._run_routes(blocks, h, top)
+            else:
+                probs = self.route_probabilities(layer, h)
+                top = probs.argmax(-1)
+                run = probs > self.multipath_threshold
+                run[torch.arange(run.shape[0], device=run.device), top] = True
+                self._last_routes[layer] = top
                 kept = probs * run
-                weights = kept / kept.sum(-1, keepdim=True)
-            h = self._run_blocks(blocks, h, run, weights)
+                h = self._run_blocks(blocks, h, run, kept / kept.sum(-1, keepdim=True))
+                counts = run.sum(0).tolist()
+            usage = self._usage[layer]
+            for n, count in enumerate(counts):
+                usage[n] += count
         return h
+
+    def _route_logits(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        logits = self.routers[str(layer)](h)
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        if logits.shape[-1] != self.widths[layer]:
+            raise ValueError(f"router into layer {layer} gave {logits.shape[-1]} logits for "
+                             f"{self.widths[layer]} blocks")
+        return logits
 
     def _training_routes(self, probs: torch.Tensor) -> torch.Tensor:
         """Argmax routes, except random ones for the whole batch in warm-up and for a
@@ -215,10 +317,36 @@ class CIGTTrellis(AdaptiveBlock):
         return routes
 
     @staticmethod
+    def _run_routes(blocks: nn.ModuleList, h: torch.Tensor,
+                    routes: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Run block routes[i] on row i, each block on its own rows only; also return how many
+        rows each block ran. Where one block takes every row, it runs on the batch as it is."""
+        batch = h.shape[0]
+        if batch == 1:
+            chosen = int(routes)
+            counts = [0] * len(blocks)
+            counts[chosen] = 1
+            return blocks[chosen](h), counts
+        counts = torch.bincount(routes, minlength=len(blocks)).tolist()
+        if batch in counts:
+            return blocks[counts.index(batch)](h), counts
+        order = routes.argsort(stable=True)
+        out: torch.Tensor | None = None
+        for block, rows in zip(blocks, order.split(counts), strict=True):
+            if rows.numel() == 0:
+                continue
+            with owners(rows):
+                y = block(h.index_select(0, rows))
+            if out is None:
+                out = y.new_empty((batch, *y.shape[1:]))
+            out.index_copy_(0, rows, y)
+        assert out is not None
+        return out, counts
+
+    @staticmethod
     def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor, run: torch.Tensor,
-                    weights: torch.Tensor | None) -> torch.Tensor:
-        """Run block n on the rows with run[:, n] only; sum the outputs weighted by `weights`
-        (each row runs exactly one block when `weights` is None)."""
+                    weights: torch.Tensor) -> torch.Tensor:
+        """Run block n on the rows with run[:, n] only; sum the outputs weighted by `weights`."""
         out: torch.Tensor | None = None
         for n, block in enumerate(blocks):
             rows = run[:, n].nonzero().squeeze(1)
@@ -228,11 +356,8 @@ class CIGTTrellis(AdaptiveBlock):
                 y = block(h.index_select(0, rows))
             if out is None:
                 out = y.new_zeros((h.shape[0], *y.shape[1:]))
-            if weights is None:
-                out.index_copy_(0, rows, y)
-            else:
-                w = weights.index_select(0, rows)[:, n].to(y.dtype)
-                out.index_add_(0, rows, y * w.view(-1, *[1] * (y.dim() - 1)))
+            w = weights.index_select(0, rows)[:, n].to(y.dtype)
+            out.index_add_(0, rows, y * w.view(-1, *[1] * (y.dim() - 1)))
         assert out is not None  # every row runs at least one block
         return out
 
@@ -249,6 +374,8 @@ class CIGTTrellis(AdaptiveBlock):
 
     def observe_targets(self, targets: torch.Tensor) -> None:
         for layer, routes in self._last_routes.items():
+            if isinstance(routes, int):
+                routes = torch.tensor([routes], device=targets.device)
             if routes.shape[0] != targets.shape[0]:
                 raise ValueError(f"{targets.shape[0]} labels for a batch of {routes.shape[0]}")
             table = getattr(self, f"_class_route{layer}")
@@ -257,24 +384,24 @@ class CIGTTrellis(AdaptiveBlock):
         self._last_routes = {}
 
     def routing_stats(self) -> dict[str, float]:
-        samples = float(self._samples)
+        samples = self._samples
         if samples == 0 or not self.routers:
             return {}
         stats: dict[str, float] = {}
         for layer in self.routed_layers:
-            usage = getattr(self, f"_usage{layer}") / samples
-            for n, u in enumerate(usage.tolist()):
+            usage = [count / samples for count in self._usage[layer]]
+            for n, u in enumerate(usage):
                 stats[f"path_usage.layer{layer}.block{n}"] = u
-            stats[f"mean_paths.layer{layer}"] = float(usage.sum())
+            stats[f"mean_paths.layer{layer}"] = sum(usage)
             table = getattr(self, f"_class_route{layer}")
             if table.sum() > 0:
                 stats[f"route_class_mi.layer{layer}"] = mutual_information(table)
         return stats
 
     def reset_stats(self) -> None:
-        self._samples.zero_()
+        self._samples = 0
         for layer in self.routed_layers:
-            getattr(self, f"_usage{layer}").zero_()
+            self._usage[layer] = [0] * self.widths[layer]
             getattr(self, f"_class_route{layer}").zero_()
         self._last_routes = {}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +21,39 @@ from torch import nn
 from condsearch.blocks._protocol import AdaptiveBlock
 
 
+class FrozenModFC(NamedTuple):
+    """A ModFC's constants in eval mode: its code scales [U, in], W^T [in, out] and b."""
+
+    scale: torch.Tensor
+    weight_t: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def apply_modfc(fc: ModFC, x: torch.Tensor, constants: torch.Tensor | FrozenModFC) -> torch.Tensor:
+    """`fc(x, scale)`, or with eval constants the same map as one `addmm` on a weight
+    transposed once, with no module call: at batch size 1 those fixed costs are most of it."""
+    if type(constants) is not FrozenModFC:
+        return fc(x, constants)
+    scale, weight_t, bias = constants
+    y = x * scale
+    if x.dim() != 2:
+        y = y.view(-1, weight_t.shape[0])
+    y = torch.mm(y, weight_t) if bias is None else torch.addmm(bias, y, weight_t)
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], weight_t.shape[1])
+
+
+def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` without the module call."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
 class ModFC(nn.Module):
     """Module-conditioned linear layer: y = W (x * LN(W_c c_u)) + b.
 
     W and b are shared by every module; each module's code only rescales the input features
     (LayerNorm without affine parameters, as the official ModFC's default). `code_scale` turns
     codes [U, code_dim] into scales [U, in_features]; `forward` applies them to x [..., U, in].
+    `constants(codes, frozen=True)` gives what `apply_modfc` needs in eval mode.
     """
 
     def __init__(self, in_features: int, out_features: int, code_dim: int,
@@ -37,6 +64,15 @@ class ModFC(nn.Module):
 
     def code_scale(self, codes: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(self.code_proj(codes), (self.linear.in_features,))
+
+    def constants(self, codes: torch.Tensor, frozen: bool) -> torch.Tensor | FrozenModFC:
+        """The code scales of `codes`; when `frozen`, with W^T and b for `apply_modfc`."""
+        scale = self.code_scale(codes)
+        if not frozen:
+            return scale
+        bias = self.linear.bias
+        return FrozenModFC(scale, self.linear.weight.T.contiguous(),
+                           None if bias is None else bias.detach())
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return self.linear(x * scale)
@@ -64,14 +100,36 @@ def circuit_log_kernel(signatures: torch.Tensor, bandwidth: torch.Tensor,
 
 def kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
                      log_kernel: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d_h) + log K) v for q [B, R, D], k and v [B, S, D], log K [R, S]."""
+    """softmax(q k^T / sqrt(d_h) + log K) v for q [B, R, D], k and v [B, S, D], log K [R, S]
+    (one sample may also come without its batch dimension: q [R, D], k and v [S, D])."""
+    if q.dim() == 2:
+        return _one_sample_attention(q, k, v, heads, log_kernel)
     b, r, d = q.shape
     s = k.shape[1]
+    if b == 1 and dropout == 0.0:
+        return _one_sample_attention(q[0], k[0], v[0], heads, log_kernel).unsqueeze(0)
     q = q.view(b, r, heads, d // heads).transpose(1, 2)
     k = k.view(b, s, heads, d // heads).transpose(1, 2)
     v = v.view(b, s, heads, d // heads).transpose(1, 2)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=log_kernel, dropout_p=dropout)
     return y.transpose(1, 2).reshape(b, r, d)
+
+
+def _one_sample_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                          log_kernel: torch.Tensor | None) -> torch.Tensor:
+    """`kernel_attention` of one sample, q [R, D], k and v [S, D]. The heads are strided views,
+    so three batched matmuls do it with no copies; the fused kernel's fixed cost is larger than
+    these small products."""
+    (r, d), s = q.shape, k.shape[0]
+    dh = d // heads
+    qh = q.view(r, heads, dh).transpose(0, 1)
+    kt = k.view(s, heads, dh).permute(1, 2, 0)
+    vh = v.view(s, heads, dh).transpose(0, 1)
+    if log_kernel is None:
+        logits = torch.bmm(qh, kt).mul_(1.0 / math.sqrt(dh))
+    else:
+        logits = torch.baddbmm(log_kernel, qh, kt, alpha=1.0 / math.sqrt(dh))
+    return torch.bmm(logits.softmax(-1), vh).transpose(0, 1).reshape(r, d)
 
 
 class FeedForward(nn.Module):
@@ -84,13 +142,15 @@ class FeedForward(nn.Module):
         self.fc2 = ModFC(hidden, dim, code_dim)
         self.drop = nn.Dropout(dropout)
 
-    def constants(self, codes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.fc1.code_scale(codes), self.fc2.code_scale(codes)
+    def constants(self, codes: torch.Tensor, frozen: bool = False) -> tuple:
+        return self.fc1.constants(codes, frozen), self.fc2.constants(codes, frozen)
 
-    def forward(self, h: torch.Tensor, scales: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, scales: tuple) -> torch.Tensor:
         s1, s2 = scales
-        y = self.drop(F.gelu(self.fc1(self.norm(h), s1)))
-        return h + self.drop(self.fc2(y, s2))
+        y = F.gelu(apply_modfc(self.fc1, _layer_norm(self.norm, h), s1))
+        if self.training:
+            return h + self.drop(self.fc2(self.drop(y), s2))
+        return h + apply_modfc(self.fc2, y, s2)
 
 
 class KernelAttention(nn.Module):
@@ -108,18 +168,18 @@ class KernelAttention(nn.Module):
         self.out = ModFC(dim, dim, code_dim)
         self.dropout = dropout
 
-    def constants(self, receiver_codes: torch.Tensor,
-                  sender_codes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (self.q.code_scale(receiver_codes), self.kv.code_scale(sender_codes),
-                self.out.code_scale(receiver_codes))
+    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor,
+                  frozen: bool = False) -> tuple:
+        return (self.q.constants(receiver_codes, frozen), self.kv.constants(sender_codes, frozen),
+                self.out.constants(receiver_codes, frozen))
 
-    def forward(self, receivers: torch.Tensor, senders: torch.Tensor,
-                scales: tuple[torch.Tensor, ...], log_kernel: torch.Tensor) -> torch.Tensor:
+    def forward(self, receivers: torch.Tensor, senders: torch.Tensor, scales: tuple,
+                log_kernel: torch.Tensor) -> torch.Tensor:
         sq, skv, so = scales
-        k, v = self.kv(senders, skv).chunk(2, dim=-1)
+        k, v = apply_modfc(self.kv, senders, skv).chunk(2, dim=-1)
         drop = self.dropout if self.training else 0.0
-        y = kernel_attention(self.q(receivers, sq), k, v, self.heads, log_kernel, drop)
-        return self.out(y, so)
+        q = apply_modfc(self.q, receivers, sq)
+        return apply_modfc(self.out, kernel_attention(q, k, v, self.heads, log_kernel, drop), so)
 
 
 class PropagationLayer(nn.Module):
@@ -132,14 +192,17 @@ class PropagationLayer(nn.Module):
         self.ffn = FeedForward(dim, hidden, code_dim, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor) -> tuple:
-        return self.attn.constants(receiver_codes, sender_codes), self.ffn.constants(receiver_codes)
+    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor,
+                  frozen: bool = False) -> tuple:
+        return (self.attn.constants(receiver_codes, sender_codes, frozen),
+                self.ffn.constants(receiver_codes, frozen))
 
     def forward(self, inputs: torch.Tensor, mediators: torch.Tensor, scales: tuple,
                 log_kernel: torch.Tensor) -> torch.Tensor:
-        n = inputs.shape[1]
-        senders = self.norm(torch.cat([inputs, mediators], dim=1))
-        mediators = mediators + self.drop(self.attn(senders[:, n:], senders, scales[0], log_kernel))
+        n = inputs.shape[-2]
+        senders = _layer_norm(self.norm, torch.cat([inputs, mediators], dim=-2))
+        y = self.attn(senders[..., n:, :], senders, scales[0], log_kernel)
+        mediators = mediators + (self.drop(y) if self.training else y)
         return self.ffn(mediators, scales[1])
 
 
@@ -159,15 +222,18 @@ class ReadIn(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.dropout = dropout
 
-    def constants(self, codes: torch.Tensor) -> tuple:
-        return self.q.code_scale(codes), self.out.code_scale(codes), self.ffn.constants(codes)
+    def constants(self, codes: torch.Tensor, frozen: bool = False) -> tuple:
+        return (self.q.constants(codes, frozen), self.out.constants(codes, frozen),
+                self.ffn.constants(codes, frozen))
 
     def forward(self, states: torch.Tensor, tokens: torch.Tensor, scales: tuple) -> torch.Tensor:
         sq, so, sffn = scales
-        k, v = self.kv(self.token_norm(tokens)).chunk(2, dim=-1)
+        kv = self.kv
+        k, v = F.linear(_layer_norm(self.token_norm, tokens), kv.weight, kv.bias).chunk(2, dim=-1)
         drop = self.dropout if self.training else 0.0
-        y = kernel_attention(self.q(self.norm(states), sq), k, v, self.heads, None, drop)
-        return self.ffn(states + self.drop(self.out(y, so)), sffn)
+        q = apply_modfc(self.q, _layer_norm(self.norm, states), sq)
+        y = apply_modfc(self.out, kernel_attention(q, k, v, self.heads, None, drop), so)
+        return self.ffn(states + (self.drop(y) if self.training else y), sffn)
 
 
 class ReadOut(nn.Module):
@@ -182,14 +248,17 @@ class ReadOut(nn.Module):
         self.ffn = FeedForward(dim, hidden, code_dim, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor) -> tuple:
-        return self.attn.constants(receiver_codes, sender_codes), self.ffn.constants(receiver_codes)
+    def constants(self, receiver_codes: torch.Tensor, sender_codes: torch.Tensor,
+                  frozen: bool = False) -> tuple:
+        return (self.attn.constants(receiver_codes, sender_codes, frozen),
+                self.ffn.constants(receiver_codes, frozen))
 
     def forward(self, output: torch.Tensor, inputs: torch.Tensor | None, mediators: torch.Tensor,
                 scales: tuple, log_kernel: torch.Tensor) -> torch.Tensor:
         parts = [mediators, output] if inputs is None else [inputs, mediators, output]
-        senders = self.norm(torch.cat(parts, dim=1))
-        output = output + self.drop(self.attn(senders[:, -1:], senders, scales[0], log_kernel))
+        senders = _layer_norm(self.norm, torch.cat(parts, dim=-2))
+        y = self.attn(senders[..., -1:, :], senders, scales[0], log_kernel)
+        output = output + (self.drop(y) if self.training else y)
         return self.ffn(output, scales[1])
 
 
@@ -225,8 +294,12 @@ class Circuit(AdaptiveBlock):
 
     The kernel, the code scales of every ModFC, the initial states and the kept set depend on
     the weights only; in eval mode they are computed once per weight version and knob setting
-    and reused (like folded constants), so per-sample FLOPs count only per-input work. Every
-    sample runs the same modules, so no `owners` scope is needed.
+    and reused (like folded constants, with the ModFC weights transposed once for `addmm`), so
+    per-sample FLOPs count only per-input work. Weight edits made through `.data` bump no
+    version; they are seen after the next `train()` or `eval()`. Every sample runs the same
+    modules, so no `owners` scope is needed. One sample in eval mode runs without a batch
+    dimension and with attention as three small batched matmuls: at batch size 1 the fixed
+    cost of each operator, not the FLOPs, is most of the time.
     """
 
     knob_prefix = "nac"
@@ -300,7 +373,8 @@ class Circuit(AdaptiveBlock):
 
     def _constants(self, drop: bool) -> dict[str, Any]:
         """Everything that depends on the weights only, for the mediators that run (all of them
-        unless `drop`): initial states, the ModFC code scales and the kernel slices used."""
+        unless `drop`): initial states, the ModFC code scales and the kernel slices used. In
+        eval mode (`drop`) the ModFCs' transposed weights too (see `apply_modfc`)."""
         n, m = self.num_inputs, self.num_mediators
         log_k = self.log_kernel()
         kept = self.kept_mediators(log_k) if drop else torch.arange(m, device=log_k.device)
@@ -317,20 +391,33 @@ class Circuit(AdaptiveBlock):
             "kept": kept,
             "init_inputs": states[:n], "init_mediators": states[mediators],
             "init_output": states[out:],
-            "read_in": self.read_in.constants(codes[:n]),
-            "layers": [layer.constants(med_codes, send_codes) for layer in self.layers],
+            "read_in": self.read_in.constants(codes[:n], drop),
+            "layers": [layer.constants(med_codes, send_codes, drop) for layer in self.layers],
             "prop_kernel": prop_kernel,
-            "read_out": self.read_out.constants(codes[out:], codes[readout_senders]),
+            "read_out": self.read_out.constants(codes[out:], codes[readout_senders], drop),
             "out_kernel": log_k[out:][:, readout_senders],
         }
 
     def _cache_key(self) -> tuple:
         # In-place updates (optimizer steps, load_state_dict) bump a tensor's version; moves
-        # and casts change its storage. Plain dict access keeps this cheap at batch size 1.
-        owners = (self, self.seed, *(fc.code_proj for fc in self._modfcs))
-        return (self.keep_ratio, self.tau, *[
-            (p._version, p.data_ptr()) for mod in owners for p in mod._parameters.values()
-            if p is not None])
+        # and casts change its storage. Edits through `.data` bump nothing: `train()` and
+        # `eval()` drop the cache, so such edits show once the mode is set again.
+        sources = self.__dict__.get("_constant_sources")
+        if sources is None:
+            owners = (self, self.seed, *(m for fc in self._modfcs for m in fc.children()))
+            sources = [p for mod in owners for p in mod._parameters.values() if p is not None]
+            self.__dict__["_constant_sources"] = sources
+        return (self.keep_ratio, self.tau, *[(p._version, p.data_ptr()) for p in sources])
+
+    def train(self, mode: bool = True) -> Circuit:
+        self._cache = None
+        self.__dict__.pop("_constant_sources", None)
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Circuit:
+        self._cache = None  # moves and casts may replace the parameters
+        self.__dict__.pop("_constant_sources", None)
+        return super()._apply(fn, recurse)
 
     def _eval_constants(self) -> dict[str, Any]:
         key = self._cache_key()
@@ -346,14 +433,23 @@ class Circuit(AdaptiveBlock):
             c = self._eval_constants()
             self._eval_batches += 1
         b = tokens.shape[0]
-        inputs = self.read_in(c["init_inputs"].expand(b, -1, -1), tokens, c["read_in"])
-        mediators = c["init_mediators"].expand(b, -1, -1)
+        # One sample in eval mode runs on its states [modules, dim] with no batch dimension:
+        # no expands and no views around every matmul, whose fixed costs dominate at batch 1.
+        one = b == 1 and not self.training
+        if one:
+            tokens = tokens[0]
+
+        def initial(states: torch.Tensor) -> torch.Tensor:
+            return states if one else states.expand(b, -1, -1)
+
+        inputs = self.read_in(initial(c["init_inputs"]), tokens, c["read_in"])
+        mediators = initial(c["init_mediators"])
         for layer, scales in zip(self.layers, c["layers"]):
             mediators = layer(inputs, mediators, scales, c["prop_kernel"])
-        output = self.read_out(c["init_output"].expand(b, -1, -1),
+        output = self.read_out(initial(c["init_output"]),
                                inputs if self.readout_inputs else None, mediators,
                                c["read_out"], c["out_kernel"])
-        return output[:, 0]
+        return output if one else output[:, 0]
 
     def kernel_sparsity(self) -> float:
         """Share of ordered pairs (receiver u != sender v) of the full propagation kernel

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from condsearch.blocks._protocol import AdaptiveBlock
@@ -38,8 +39,9 @@ class TokenSelection(AdaptiveBlock):
         else:
             self.query = nn.Linear(dim, key_dim)
             self.key = nn.Linear(dim, key_dim)
-        self.register_buffer("_kept", torch.zeros(()), persistent=False)
-        self.register_buffer("_seen", torch.zeros(()), persistent=False)
+        # tokens kept and tokens seen in eval mode: host counts, so a batch adds no operators
+        self._kept = 0
+        self._seen = 0
 
     def kept_tokens(self, tokens: int) -> int:
         return max(1, math.ceil(self.keep_ratio * tokens))
@@ -59,23 +61,28 @@ class TokenSelection(AdaptiveBlock):
             return h
         scores = self._scores(h)
         top = scores.topk(keep, dim=1).indices.sort(dim=1).values  # keep the tokens' order
-        kept = h[:, 1:].gather(1, top.unsqueeze(-1).expand(n, keep, d))
         if self.training:
+            kept = h[:, 1:].gather(1, top.unsqueeze(-1).expand(n, keep, d))
             s = scores.gather(1, top).unsqueeze(-1)
             kept = kept * (1 + s - s.detach())
-        else:
-            self._kept += n * keep
-            self._seen += n * (t - 1)
-        return torch.cat([h[:, :1], kept], dim=1)
+            return torch.cat([h[:, :1], kept], dim=1)
+        self._kept += n * keep
+        self._seen += n * (t - 1)
+        # CLS and the kept tokens in one row gather: index_select copies whole rows, where
+        # gather with an expanded index and a cat cost two passes and more operators
+        rows = F.pad(top + 1, (1, 0))  # token 0 is CLS
+        if n > 1:
+            rows = rows + torch.arange(0, n * t, t, device=h.device).unsqueeze(1)
+        return h.reshape(n * t, d).index_select(0, rows.view(-1)).view(n, keep + 1, d)
 
     def routing_stats(self) -> dict[str, float]:
-        if float(self._seen) == 0:
+        if self._seen == 0:
             return {}
-        return {"kept_fraction": float(self._kept / self._seen)}
+        return {"kept_fraction": self._kept / self._seen}
 
     def reset_stats(self) -> None:
-        self._kept.zero_()
-        self._seen.zero_()
+        self._kept = 0
+        self._seen = 0
 
     def inference_knobs(self) -> dict[str, float]:
         return {"keep_ratio": self.keep_ratio}

@@ -487,7 +487,8 @@ def _spread_routes(model: nn.Module, x: torch.Tensor) -> list[list[float]]:
         for _ in range(500):
             share = torch.bincount((logits + shift).argmax(1), minlength=width) / len(logits)
             shift -= step * (share - 1 / width) * width
-        router.fc2.bias.data += shift
+        with torch.no_grad():  # an in-place edit that bumps the version (cached eval constants)
+            router.fc2.bias += shift
         usage.append(share.tolist())
     return usage
 
