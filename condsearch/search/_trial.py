@@ -92,11 +92,25 @@ def _save_weights_and_arch(run: TrialRun, model, spec: TrialSpec, task, knobs) -
         run.log_artifacts(tmp)
 
 
+def _device_name(spec: TrialSpec) -> str | None:
+    """The device the trial will train on, or None where that fails (the trial then meets the
+    error itself, and records it)."""
+    try:
+        from condsearch.train import select_device
+
+        return str(select_device(spec.arch["train"].get("device", "auto")))
+    except Exception:
+        return None
+
+
 def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None
               ) -> TrialResult:
     """Train and measure one candidate; a failure is returned (ok=False), never raised."""
-    run = TrialRun(spec.tracking, f"trial-{spec.number}",
-                   {"condsearch.trial": str(spec.number), "condsearch.role": "trial"})
+    tags = {"condsearch.trial": str(spec.number), "condsearch.role": "trial"}
+    device_name = _device_name(spec)
+    if device_name is not None:  # written with the run itself, not by a later tag write
+        tags["condsearch.device"] = device_name
+    run = TrialRun(spec.tracking, f"trial-{spec.number}", tags)
     result = TrialResult(number=spec.number, ok=False, run_id=run.run_id)
     model = None
     try:
@@ -111,7 +125,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         train_cfg = spec.arch["train"]
         device = select_device(train_cfg.get("device", "auto"))
         result.device = str(device)
-        run.set_tags({"condsearch.device": result.device})
+        if result.device != device_name:
+            run.set_tags({"condsearch.device": result.device})
         # Seeded before the model is built, so its initial weights repeat too.
         seed_everything(spec.seed)
         model = build_model(spec.arch, task)
