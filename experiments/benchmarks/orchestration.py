@@ -18,6 +18,9 @@ to its caller):
   upload), `record_result` (telling the study), the front update, the Pareto tags, the
   hypervolume metric, `gc.collect`, and "other" (the rest of the trial's wall time).
 
+Store writes: per local trial, the database commits (Optuna's and MLflow's SQLite stores) and the
+`MlflowClient` calls, counted; unlike the times they do not depend on the machine's load.
+
 Local backend: a trial's wall time runs from `Study.ask` to the end of `Session.record`. The
 search's fixed cost (opening the study and the MLflow store, the parent run; at the end the
 front files) is reported apart, and also spread over the trials ("amortised").
@@ -105,6 +108,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
         self._stack: list[list[float]] = []
 
     def wrap(self, fn: Callable, name: str) -> Callable:
@@ -128,6 +132,38 @@ class Clock:
     def take(self) -> dict[str, float]:
         out, self.totals = dict(self.totals), defaultdict(float)
         return out
+
+    def counter(self, fn: Callable, name: str) -> Callable:
+        """`fn`, counting its calls as `name` (no timing)."""
+
+        @functools.wraps(fn)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.counts[name] += 1
+            return fn(*args, **kwargs)
+
+        counted.__counted_by_bench__ = True  # type: ignore[attr-defined]
+        return counted
+
+    def take_counts(self) -> dict[str, int]:
+        out, self.counts = dict(self.counts), defaultdict(int)
+        return out
+
+
+def install_counters(clock: Clock) -> None:
+    """Count the store writes a trial makes: database commits (Optuna's and MLflow's SQLite
+    stores alike) and MLflow client calls. Unlike times, these do not depend on the load."""
+    from mlflow import MlflowClient
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if getattr(MlflowClient.log_batch, "__counted_by_bench__", False):
+        return
+    event.listen(Engine, "commit", lambda conn: clock.counts.__setitem__(
+        "db_commits", clock.counts["db_commits"] + 1))
+    for method in ("create_run", "log_batch", "set_tag", "set_terminated", "log_artifacts",
+                   "get_run", "search_runs"):
+        setattr(MlflowClient, method, clock.counter(getattr(MlflowClient, method),
+                                                     f"mlflow_{method}"))
 
 
 def _patch(owner: Any, attr: str, clock: Clock, name: str, required: bool = True) -> None:
@@ -246,6 +282,7 @@ def run_local(trials: int, root: Path, clock: Clock) -> dict:
     def ask(self: Any, *args: Any, **kwargs: Any) -> Any:
         marks["ask"] = time.perf_counter()
         before = clock.take()  # the search's setup before the first trial, else nothing
+        clock.take_counts()
         if "first_ask" not in marks:
             marks["first_ask"] = marks["ask"]
             setup_parts.update(before)
@@ -255,12 +292,14 @@ def run_local(trials: int, root: Path, clock: Clock) -> dict:
         original_record(self, trial, arch, result, seconds)
         end = time.perf_counter()
         parts = clock.take()
+        counts = clock.take_counts()
         compute = sum(parts.get(k, 0.0) for k in COMPUTE)
         wall = end - marks["ask"]
         named = sum(parts.values())
         records.append({"number": trial.number, "ok": bool(result.ok), "wall_s": wall,
                         "compute_s": compute, "overhead_s": wall - compute,
-                        "parts_s": {**parts, "other": wall - named}, "rss_mb": _rss_mb()})
+                        "parts_s": {**parts, "other": wall - named}, "counts": counts,
+                        "rss_mb": _rss_mb()})
         marks.setdefault("first_record", end)
         marks["last_record"] = end
 
@@ -311,6 +350,10 @@ def run_local(trials: int, root: Path, clock: Clock) -> dict:
                                                           - marks["first_record"])
         if trials > 1 else float("nan"),
         "parts_mean_s": dict(parts),
+        # trial 1 left out: it opens the stores
+        "counts_mean_per_trial": {
+            k: _mean([r["counts"].get(k, 0) for r in records[1:]])
+            for k in sorted({k for r in records[1:] for k in r["counts"]})},
         "overhead_by_tenth_s": [_mean([r["overhead_s"] for r in t]) for t in tenths],
         "parts_growth_per_100_trials_s": {
             k: _slope_per_100([r["parts_s"].get(k, 0.0) for r in records[1:]]) for k in parts},
@@ -719,6 +762,9 @@ def _print(local: list[dict], ray_runs: list[dict], verdicts: list[dict],
               f"(overhead = all but {', '.join(COMPUTE)})")
         parts = sorted(r["parts_mean_s"].items(), key=lambda kv: -kv[1])
         print("  " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in parts))
+        if r.get("counts_mean_per_trial"):
+            print("  store writes per trial: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in r["counts_mean_per_trial"].items()))
         print(f"  overhead: trial 1 {r['overhead_trial0_s']:.3f} s, trials 2-11 "
               f"{r['overhead_trials_2_to_11_mean_s']:.3f} s (median "
               f"{r['overhead_trials_2_to_11_median_s']:.3f}), last 10 "
@@ -791,6 +837,7 @@ def main() -> None:
     clock = Clock()
     install_trial_timers(clock)
     install_driver_timers(clock)
+    install_counters(clock)
     with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
         root = Path(tmp)
         local = [run_local(n, root, clock) for n in args.trials]
