@@ -627,7 +627,7 @@ def profile_local(trials: int, root: Path, top: int = 30) -> dict:
 
 
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/work/main/"):
+    for marker in ("site-packages/", f"{Path(__file__).resolve().parents[2]}/"):
         if marker in file:
             return file.split(marker, 1)[1]
     return file
