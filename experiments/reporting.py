@@ -47,6 +47,9 @@ def write_results(out: Path, title: str, payload: dict[str, Any], settings: dict
     """Write `results.json` ({"settings": ..., **payload}) and the README table with the
     command, machine and run time from `settings`."""
     out.mkdir(parents=True, exist_ok=True)
+    root = f"{Path(__file__).resolve().parents[1]}/"
+    # Paths inside the repository are kept relative, so results read the same on every clone.
+    settings = {k: v.removeprefix(root) if isinstance(v, str) else v for k, v in settings.items()}
     (out / "results.json").write_text(json.dumps({"settings": settings, **payload}, indent=2) + "\n")
     replace_block(out / "README.md", f"Command: `{settings['command']}` ({settings['machine']}; "
                                      f"{settings['seconds']:.0f} s in all)\n\n{text}", title)
