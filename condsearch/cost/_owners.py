@@ -37,12 +37,9 @@ def owners(rows: torch.Tensor) -> Iterator[None]:
         _stack.pop()
 
 
-def current_owners(batch_size: int | None) -> torch.Tensor | None:
-    """Sample ids owning the rows of the innermost scope; outside any scope, all samples
-    (`arange(batch_size)`, or None when `batch_size` is None)."""
-    if _stack:
-        return _stack[-1]
-    return None if batch_size is None else torch.arange(batch_size)
+def current_owners() -> torch.Tensor | None:
+    """Sample ids owning the rows of the innermost scope; None outside any scope (all samples)."""
+    return _stack[-1] if _stack else None
 
 
 @contextmanager

@@ -56,7 +56,7 @@ class _Attributor(TorchDispatchMode):
             flops = formula(*args, **kwargs, out_val=out)
             if flops:
                 self.total += flops
-                ids = current_owners(None)
+                ids = current_owners()
                 if ids is None:
                     self._everyone += flops / self.batch_size
                 else:

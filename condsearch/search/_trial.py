@@ -117,16 +117,14 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         from condsearch.blocks import inference_knobs
         from condsearch.data import load_task
         from condsearch.models import build_model
-        from condsearch.train import evaluate, fit, select_device, sweep_knobs
-        from condsearch.train._device import seed_everything
+        from condsearch.train import evaluate, fit, seed_everything, select_device, sweep_knobs
 
         run.log_params(spec.arch)
         task = load_task(spec.task)
         train_cfg = spec.arch["train"]
+        # Raises what _device_name swallowed; otherwise the device the run's tag already names.
         device = select_device(train_cfg.get("device", "auto"))
         result.device = str(device)
-        if result.device != device_name:
-            run.set_tags({"condsearch.device": result.device})
         # Seeded before the model is built, so its initial weights repeat too.
         seed_everything(spec.seed)
         model = build_model(spec.arch, task)
