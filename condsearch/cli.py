@@ -33,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from condsearch.space import SpaceError
 
     errors: list[type[BaseException]] = [SpaceError, FileNotFoundError]
-    for module, name in (("condsearch.search", "SearchError"), ("condsearch.data", "TaskError"),
+    for module, name in (("condsearch.orchestrate", "SearchError"), ("condsearch.data", "TaskError"),
                          ("condsearch.export", "ExportError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -66,7 +66,7 @@ def _source(workdir: Path | None, storage: str | None, study: str | None) -> Any
         return _resolve_workdir(workdir)
     if workdir is not None:
         _fail("give either --workdir or --storage, not both")
-    from condsearch.search import state_from_storage
+    from condsearch.orchestrate import state_from_storage
 
     try:
         return state_from_storage(storage, study)
@@ -117,7 +117,7 @@ def search(
 ) -> None:
     """Run (or resume) a search: trials are trained, measured and logged to MLflow."""
     loaded = _load_space(space, set_)
-    from condsearch.search import search as run_search
+    from condsearch.orchestrate import search as run_search
 
     workdir = workdir or Path("runs") / loaded.name
     try:
@@ -163,7 +163,7 @@ def pareto(
                                        "front.")] = False,
 ) -> None:
     """Print the current Pareto front of a search."""
-    from condsearch.search import all_points
+    from condsearch.orchestrate import all_points
 
     try:
         state, points = all_points(_source(workdir, storage, study))
@@ -331,7 +331,7 @@ def ui(
     """Open the MLflow UI for a search's tracking store on 127.0.0.1."""
     import subprocess
 
-    from condsearch.search import read_workdir
+    from condsearch.orchestrate import read_workdir
 
     try:
         state = read_workdir(_resolve_workdir(workdir))

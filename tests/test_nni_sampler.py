@@ -12,10 +12,10 @@ import mlflow
 import optuna
 import pytest
 
-from condsearch.search._points import ATTR_DERIVED_FROM
-from condsearch.search._record import record_result
-from condsearch.search._samplers import make_sampler
-from condsearch.search._trial import DerivedPoint, TrialResult
+from condsearch.orchestrate._points import ATTR_DERIVED_FROM
+from condsearch.orchestrate._record import record_result
+from condsearch.orchestrate._samplers import make_sampler
+from condsearch.orchestrate._trial import DerivedPoint, TrialResult
 from condsearch.space import load_space, parse_space
 
 pytest.importorskip("nni", reason='the NNI tuners need pip install "condsearch[nni]"')

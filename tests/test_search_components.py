@@ -6,7 +6,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from condsearch.search import search
+from condsearch.orchestrate import search
 
 TEMPLATE = """\
 name: NAME

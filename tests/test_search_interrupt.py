@@ -11,7 +11,7 @@ import mlflow
 import optuna
 import pytest
 
-from condsearch.search import search
+from condsearch.orchestrate import search
 
 SPACE = """\
 name: interrupted

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from condsearch.search import _keeper, hypervolume
-from condsearch.search._keeper import FrontKeeper
-from condsearch.search._points import Point, mark_front
+from condsearch.orchestrate import _keeper, hypervolume
+from condsearch.orchestrate._keeper import FrontKeeper
+from condsearch.orchestrate._points import Point, mark_front
 from condsearch.track import PARETO_TAG, ParetoTagger, open_experiment, start_parent_run
 from condsearch.track._trial_runs import TrackingUnavailable
 

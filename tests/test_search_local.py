@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from condsearch.export import ExportError, evaluate_exported, export_point, load_exported
-from condsearch.search import all_points, load_front, non_dominated, search
+from condsearch.orchestrate import all_points, load_front, non_dominated, search
 
 SPACE = """\
 name: tiny_digits

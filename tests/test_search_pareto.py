@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from condsearch.search import dominates, hypervolume, knee_index, non_dominated
+from condsearch.orchestrate import dominates, hypervolume, knee_index, non_dominated
 
 MAX_MIN = ["maximize", "minimize"]
 

@@ -7,9 +7,9 @@ import optuna
 import pytest
 from sqlalchemy import event
 
-from condsearch.search._points import ATTR_ARCH, ATTR_METRICS, ATTR_RUN, point_from_trial
-from condsearch.search._record import ATTR_ERROR, record_result, write_trial_attrs
-from condsearch.search._trial import DerivedPoint, TrialResult
+from condsearch.orchestrate._points import ATTR_ARCH, ATTR_METRICS, ATTR_RUN, point_from_trial
+from condsearch.orchestrate._record import ATTR_ERROR, record_result, write_trial_attrs
+from condsearch.orchestrate._trial import DerivedPoint, TrialResult
 
 OBJECTIVES = [("accuracy", "maximize"), ("flops", "minimize")]
 ATTRS = {"condsearch.metrics": {"accuracy": 0.8, "flops": 120.0}, "condsearch.knobs": {},

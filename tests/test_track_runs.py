@@ -115,7 +115,7 @@ def test_without_a_target_every_call_is_a_no_op():
 
 
 def test_a_tracked_trial_and_its_derived_points_write_one_batch_each(target, batches):
-    from condsearch.search._trial import TrialSpec, run_trial
+    from condsearch.orchestrate._trial import TrialSpec, run_trial
 
     arch = {"model": {"backbone": "token_transformer", "dim": 8, "depth": 1, "heads": 2,
                       "patch_size": 4,

@@ -7,7 +7,7 @@ import torch
 
 from condsearch.data import load_task
 from condsearch.models import build_model
-from condsearch.search._trial import TrialSpec, run_trial
+from condsearch.orchestrate._trial import TrialSpec, run_trial
 from condsearch.train import TrainingDiverged, evaluate, fit
 
 TASK = {"dataset": "digits", "seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "train_limit": 300}

@@ -3,7 +3,7 @@ before it in the process (the model's initial weights are seeded too, not only t
 
 import torch
 
-from condsearch.search._trial import TrialSpec, run_trial
+from condsearch.orchestrate._trial import TrialSpec, run_trial
 
 TASK = {"dataset": "digits", "seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "train_limit": 300}
 ARCH = {

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from condsearch.search import WorkdirState
+    from condsearch.orchestrate import WorkdirState
 
 from condsearch.export._files import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, ExportError, sha256
 
@@ -40,7 +40,7 @@ def export_point(workdir: str | Path | WorkdirState, out: str | Path, trial: int
     `trial` names any completed point by its study trial number; `pick` chooses on the front
     (knee, max-accuracy, min-flops). `register` also registers it in the MLflow Model Registry.
     """
-    from condsearch.search import all_points, pick_point
+    from condsearch.orchestrate import all_points, pick_point
 
     state, points = all_points(workdir)
     point = pick_point(points, [(n, d) for n, d in state.objectives], trial=trial, pick=pick)

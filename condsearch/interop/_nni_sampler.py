@@ -27,10 +27,10 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from condsearch.interop._nni_format import ConvertError, space_to_nni
-from condsearch.search._points import ATTR_DERIVED_FROM, ATTR_METRICS
-from condsearch.search._record import CONSTRAINT_METRICS
-from condsearch.search._trial import OBJECTIVE_METRICS
-from condsearch.search._workdir import SearchError
+from condsearch.orchestrate._points import ATTR_DERIVED_FROM, ATTR_METRICS
+from condsearch.orchestrate._record import CONSTRAINT_METRICS
+from condsearch.orchestrate._trial import OBJECTIVE_METRICS
+from condsearch.orchestrate._workdir import SearchError
 
 INSTALL_NNI = 'pip install "condsearch[nni]"'
 #: trial system attribute holding the parameter set the tuner proposed (replayed on resume)

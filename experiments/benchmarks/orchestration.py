@@ -1,6 +1,6 @@
 """Benchmark: orchestration overhead per trial, beyond training and evaluation.
 
-Real searches (`condsearch.search.search`) of a tiny space (digits, 200 training samples, a
+Real searches (`condsearch.orchestrate.search`) of a tiny space (digits, 200 training samples, a
 one-layer dim-8 transformer, one epoch, random sampler, no sweep), tracked in a temporary
 workdir (SQLite study and MLflow store, as a search creates by default). A trial's overhead is
 its wall time in the search minus the time it spent training and evaluating.
@@ -183,7 +183,7 @@ def install_trial_timers(clock: Clock) -> None:
     import condsearch.cost
     import condsearch.data
     import condsearch.models
-    import condsearch.search._trial
+    import condsearch.orchestrate._trial
     import condsearch.train
     from condsearch.track._trial_runs import TrialRun
 
@@ -193,7 +193,7 @@ def install_trial_timers(clock: Clock) -> None:
     _patch(condsearch.cost, "batch1_latency_ms", clock, "latency")
     _patch(condsearch.data, "load_task", clock, "load_task", required=False)
     _patch(condsearch.models, "build_model", clock, "build_model", required=False)
-    _patch(condsearch.search._trial, "_save_weights_and_arch", clock, "save_weights", required=False)
+    _patch(condsearch.orchestrate._trial, "_save_weights_and_arch", clock, "save_weights", required=False)
     for method in ("__init__", "log_params", "log_metrics", "set_tags", "log_artifacts", "end"):
         _patch(TrialRun, method, clock, "mlflow_trial_runs", required=False)
     _patch(gc, "collect", clock, "gc", required=False)
@@ -203,14 +203,14 @@ def install_driver_timers(clock: Clock) -> None:
     """Wrap what the driver does per trial: ask, sample, record (tell, front, tags)."""
     import optuna
 
-    import condsearch.search._session
-    from condsearch.search._keeper import FrontKeeper
+    import condsearch.orchestrate._session
+    from condsearch.orchestrate._keeper import FrontKeeper
     from condsearch.space import SearchSpace
     from condsearch.track import ParetoTagger
 
     _patch(optuna.study.Study, "ask", clock, "ask", required=False)
     _patch(SearchSpace, "sample", clock, "sample", required=False)
-    _patch(condsearch.search._session, "record_result", clock, "record_result", required=False)
+    _patch(condsearch.orchestrate._session, "record_result", clock, "record_result", required=False)
     _patch(FrontKeeper, "_refresh", clock, "front_update", required=False)
     _patch(ParetoTagger, "update", clock, "pareto_tags", required=False)
     _patch(FrontKeeper, "_log_hypervolume", clock, "hypervolume_metric", required=False)
@@ -221,7 +221,7 @@ def install_driver_timers(clock: Clock) -> None:
     _patch(condsearch.track, "start_parent_run", clock, "start_parent_run", required=False)
     _patch(condsearch.track, "end_run", clock, "end_run", required=False)
     _patch(condsearch.track, "write_front_files", clock, "front_files", required=False)
-    _patch(condsearch.search._session, "open_study", clock, "open_study", required=False)
+    _patch(condsearch.orchestrate._session, "open_study", clock, "open_study", required=False)
     _patch(ParetoTagger, "_load", clock, "pareto_tags_load", required=False)
 
 
@@ -266,7 +266,7 @@ def _slope_per_100(values: list[float]) -> float:
 
 def run_local(trials: int, root: Path, clock: Clock) -> dict:
     """One local search of `trials` trials in a fresh workdir; per-trial times and memory."""
-    from condsearch.search import _session, search
+    from condsearch.orchestrate import _session, search
 
     workdir = Path(tempfile.mkdtemp(prefix=f"local{trials}-", dir=root))
     space = _write_space(root)
@@ -391,7 +391,7 @@ def _worker_setup() -> None:
     if not path:
         return
     # what the trainable would import anyway when Ray deserialises it (torch, mlflow, optuna)
-    import condsearch.search._ray as ray_backend
+    import condsearch.orchestrate._ray as ray_backend
 
     if getattr(ray_backend.run_trial, "__wrapped_by_bench__", False):
         return
@@ -468,8 +468,8 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
     trial; not reused, every trial starts a new worker process."""
     from ray import tune
 
-    from condsearch.search import search
-    from condsearch.search._ray import SpaceSearcher
+    from condsearch.orchestrate import search
+    from condsearch.orchestrate._ray import SpaceSearcher
 
     workdir = Path(tempfile.mkdtemp(prefix=f"ray{trials}c{concurrency}-", dir=root))
     space = _write_space(root, concurrency)
@@ -602,7 +602,7 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
 
 def profile_local(trials: int, root: Path, top: int = 30) -> dict:
     """cProfile over a local search of `trials` trials (after one warm-up search)."""
-    from condsearch.search import search
+    from condsearch.orchestrate import search
 
     workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=root))
     space = _write_space(root)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import optuna
 
-from condsearch.search import all_points
-from condsearch.search._pareto import hypervolume, non_dominated
-from condsearch.search._points import ATTR_DERIVED_FROM, Point
+from condsearch.orchestrate import all_points
+from condsearch.orchestrate._pareto import hypervolume, non_dominated
+from condsearch.orchestrate._points import ATTR_DERIVED_FROM, Point
 
 DIRECTIONS = ["maximize", "minimize"]  # accuracy, FLOPs
 

@@ -108,7 +108,7 @@ def run_search(config: str, seed: int, args: argparse.Namespace) -> dict[str, An
 
 def hypervolume_curve(workdir: Path, flops_ref: float) -> tuple[list[float], int]:
     """Normalised hypervolume after each trained trial, and the final front's size."""
-    from condsearch.search import all_points, hypervolume, non_dominated
+    from condsearch.orchestrate import all_points, hypervolume, non_dominated
 
     _, points = all_points(workdir)
     trained = sorted(p.trial for p in points if not p.derived)

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from condsearch.search._keeper import REFERENCE_ATTR, FrontKeeper, best_effort
-from condsearch.search._points import point_from_trial
-from condsearch.search._progress import SearchProgress, describe_values
-from condsearch.search._record import fail_stale_trials, record_result
-from condsearch.search._trial import TrialResult, TrialSpec
-from condsearch.search._workdir import (
+from condsearch.orchestrate._keeper import REFERENCE_ATTR, FrontKeeper, best_effort
+from condsearch.orchestrate._points import point_from_trial
+from condsearch.orchestrate._progress import SearchProgress, describe_values
+from condsearch.orchestrate._record import fail_stale_trials, record_result
+from condsearch.orchestrate._trial import TrialResult, TrialSpec
+from condsearch.orchestrate._workdir import (
     STATE_ATTR,
     SearchError,
     WorkdirState,
@@ -73,7 +73,7 @@ def open_study(space: Any, storage: str, seed: int):
     """Create or load the search's multi-objective study; a resumed one gets a fresh seed."""
     import optuna
 
-    from condsearch.search._samplers import make_sampler
+    from condsearch.orchestrate._samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [d for _, d in space.objectives]
@@ -97,7 +97,7 @@ def open_study(space: Any, storage: str, seed: int):
 def prepare_workdir(space: Any, workdir: Path, tracking_uri: str | None,
                     storage: str | None) -> WorkdirState:
     """Write (or check) the workdir's state file: study storage, tracking URI, experiment."""
-    from condsearch.search._workdir import default_storage, default_tracking_uri
+    from condsearch.orchestrate._workdir import default_storage, default_tracking_uri
     from condsearch.track import open_experiment
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from condsearch.search._points import Point, mark_front
-from condsearch.search._session import Session, open_session
-from condsearch.search._workdir import SearchError, WorkdirLock
+from condsearch.orchestrate._points import Point, mark_front
+from condsearch.orchestrate._session import Session, open_session
+from condsearch.orchestrate._workdir import SearchError, WorkdirLock
 
 BACKENDS = ("local", "ray")
 
@@ -65,7 +65,7 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
                                             storage, progress, backend) as session:
         if backend == "ray":
             try:
-                from condsearch.search._ray import run_on_ray
+                from condsearch.orchestrate._ray import run_on_ray
             except ImportError as exc:
                 raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
                                   "pip install 'condsearch[ray]'") from None
@@ -84,7 +84,7 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
 def _run_locally(session: Session, n_trials: int) -> None:
     import optuna
 
-    from condsearch.search._trial import run_trial
+    from condsearch.orchestrate._trial import run_trial
 
     for _ in range(n_trials):
         trial = session.study.ask()

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from condsearch.search._pareto import knee_index, non_dominated
-from condsearch.search._workdir import SearchError, WorkdirState, read_workdir
+from condsearch.orchestrate._pareto import knee_index, non_dominated
+from condsearch.orchestrate._workdir import SearchError, WorkdirState, read_workdir
 
 PICKS = ("knee", "max-accuracy", "min-flops")
 

@@ -12,7 +12,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from condsearch.search._points import (
+from condsearch.orchestrate._points import (
     ATTR_ARCH,
     ATTR_DERIVED_FROM,
     ATTR_KNOBS,
@@ -22,7 +22,7 @@ from condsearch.search._points import (
     ATTR_WEIGHTS_RUN,
     Point,
 )
-from condsearch.search._trial import OBJECTIVE_METRICS, TrialResult
+from condsearch.orchestrate._trial import OBJECTIVE_METRICS, TrialResult
 from condsearch.space import knob_param
 
 ATTR_ERROR = "condsearch.error"

@@ -13,8 +13,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from condsearch.search._session import Session
-from condsearch.search._trial import (
+from condsearch.orchestrate._session import Session
+from condsearch.orchestrate._trial import (
     OBJECTIVE_METRICS,
     DerivedPoint,
     TrialResult,

@@ -1,0 +1,20 @@
+"""Orchestrating a search: the study, the trials, the Pareto front.
+
+The package is `condsearch.orchestrate`; its `search()` is the public `condsearch.search`."""
+
+from condsearch.orchestrate._local import SearchSummary, search
+from condsearch.orchestrate._pareto import dominates, hypervolume, knee_index, non_dominated
+from condsearch.orchestrate._points import PICKS, Point, all_points, load_front, pick_point
+from condsearch.orchestrate._workdir import (
+    SearchError,
+    WorkdirState,
+    read_workdir,
+    state_from_storage,
+)
+
+__all__ = [
+    "PICKS", "Point", "SearchError", "SearchSummary", "WorkdirState", "all_points", "dominates",
+    "hypervolume", "knee_index", "load_front", "non_dominated", "pick_point", "read_workdir",
+    "search", "state_from_storage",
+]
+
