@@ -28,13 +28,13 @@ rest by argmax. At inference a sample may also run every other block whose p(n|x
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condsearch.blocks._eval_constants import CachesEvalConstants, eval_constants, fold_batchnorm
 from condsearch.blocks._protocol import AdaptiveBlock
 from condsearch.cost import owners
 
@@ -61,55 +61,6 @@ def mutual_information(counts: torch.Tensor) -> float:
         return 0.0
     joint = counts.double() / total
     return float(entropy(joint.sum(0)) + entropy(joint.sum(1)) - entropy(joint))
-
-
-def eval_constants(owner: nn.Module, sources: Sequence[nn.Module],
-                   build: Callable[[], Any]) -> Any:
-    """`build()`, cached on `owner` until a parameter or buffer of a module in `sources`
-    changes: weight-only constants (e.g. a BatchNorm folded into the layer before it) are then
-    computed once, not per call.
-
-    In-place updates (optimizer steps, load_state_dict, no-grad edits) bump a tensor's version;
-    moves and casts change its storage. Edits through `.data` bump nothing, so an owner that
-    derives from `CachesEvalConstants` drops its cache on `train()` and `eval()`. Built outside
-    inference mode, so later no-grad passes may use them too.
-    """
-    # plain dict reads: at batch size 1 module attribute lookups would cost more than the check
-    key = tuple((t._version, t.data_ptr()) for m in sources
-                for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
-    cache = owner.__dict__.get("_eval_constants")
-    if cache is None or cache[0] != key:
-        with torch.inference_mode(False), torch.no_grad():
-            cache = (key, build())
-        owner.__dict__["_eval_constants"] = cache
-    return cache[1]
-
-
-class CachesEvalConstants(nn.Module):
-    """A module whose `eval_constants` cache is dropped when its mode is set or it is moved."""
-
-    def train(self, mode: bool = True) -> CachesEvalConstants:
-        self.__dict__.pop("_eval_constants", None)
-        return super().train(mode)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> CachesEvalConstants:
-        self.__dict__.pop("_eval_constants", None)
-        return super()._apply(fn, recurse)
-
-
-def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
-                   norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of a Linear or Conv layer followed by `norm` in eval mode, as one layer:
-    BN(W x + b) = (s W) x + s (b - mean) + beta, with s = gamma / sqrt(running var + eps)."""
-    scale = torch.rsqrt(norm.running_var + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight
-    shift = -norm.running_mean if bias is None else bias - norm.running_mean
-    shift = shift * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    return weight * scale.view(shape), shift
 
 
 class CIGTRouter(CachesEvalConstants):
@@ -154,7 +105,7 @@ class CIGTRouter(CachesEvalConstants):
         fc1, fc2, norm = modules["fc1"], modules["fc2"], modules["norm"]
 
         def build() -> tuple[torch.Tensor, ...]:
-            w1, b1 = fold_batchnorm(fc1.weight, fc1.bias, norm)
+            w1, b1 = fold_batchnorm(fc1, norm)
             return w1.T.contiguous(), b1, fc2.weight.T.contiguous(), fc2.bias.clone()
 
         return eval_constants(self, (fc1, fc2, norm), build)

@@ -11,13 +11,13 @@ output module reads out. At inference it can drop mediators (the `keep_ratio` kn
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condsearch.blocks._eval_constants import CachesEvalConstants, eval_constants
 from condsearch.blocks._protocol import AdaptiveBlock
 
 
@@ -262,17 +262,7 @@ class ReadOut(nn.Module):
         return self.ffn(output, scales[1])
 
 
-@contextmanager
-def _uncounted():
-    """Hide ops from any active dispatch mode (FLOP counters): the circuit constants depend on
-    the weights alone, so they are computed once per weight version, not charged per sample."""
-    from torch.utils._python_dispatch import _disable_current_modes
-
-    with _disable_current_modes():
-        yield
-
-
-class Circuit(AdaptiveBlock):
+class Circuit(CachesEvalConstants, AdaptiveBlock):
     """The NAC circuit executor: tokens [B, T, dim] -> output module state [B, dim].
 
     Modules are ordered [input modules | mediators | output module]; their signatures and codes
@@ -329,7 +319,9 @@ class Circuit(AdaptiveBlock):
             PropagationLayer(dim, heads, hidden, code_dim, dropout) for _ in range(layers))
         self.read_out = ReadOut(dim, heads, hidden, code_dim, dropout)
         self._modfcs = [m for m in self.modules() if isinstance(m, ModFC)]
-        self._cache: tuple[tuple, dict[str, Any]] | None = None
+        # the modules whose parameters the eval constants are built from (`_constants`)
+        self._constant_sources = (self, self.seed,
+                                  *(m for fc in self._modfcs for m in fc.children()))
         self._eval_batches = 0
 
     @property
@@ -398,33 +390,10 @@ class Circuit(AdaptiveBlock):
             "out_kernel": log_k[out:][:, readout_senders],
         }
 
-    def _cache_key(self) -> tuple:
-        # In-place updates (optimizer steps, load_state_dict) bump a tensor's version; moves
-        # and casts change its storage. Edits through `.data` bump nothing: `train()` and
-        # `eval()` drop the cache, so such edits show once the mode is set again.
-        sources = self.__dict__.get("_constant_sources")
-        if sources is None:
-            owners = (self, self.seed, *(m for fc in self._modfcs for m in fc.children()))
-            sources = [p for mod in owners for p in mod._parameters.values() if p is not None]
-            self.__dict__["_constant_sources"] = sources
-        return (self.keep_ratio, self.tau, *[(p._version, p.data_ptr()) for p in sources])
-
-    def train(self, mode: bool = True) -> Circuit:
-        self._cache = None
-        self.__dict__.pop("_constant_sources", None)
-        return super().train(mode)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> Circuit:
-        self._cache = None  # moves and casts may replace the parameters
-        self.__dict__.pop("_constant_sources", None)
-        return super()._apply(fn, recurse)
-
     def _eval_constants(self) -> dict[str, Any]:
-        key = self._cache_key()
-        if self._cache is None or self._cache[0] != key:
-            with _uncounted(), torch.inference_mode(False), torch.no_grad():
-                self._cache = (key, self._constants(drop=True))
-        return self._cache[1]
+        """`_constants(drop=True)` per weight version and knob setting, charged to no sample."""
+        return eval_constants(self, self._constant_sources, lambda: self._constants(drop=True),
+                              extra=(self.keep_ratio, self.tau), uncounted=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.training:
