@@ -25,6 +25,11 @@ def owners(rows: torch.Tensor) -> Iterator[None]:
     `rows` indexes the rows of the enclosing scope (the whole batch at top level), one entry per
     row of the sub-batch, repeated where a sample owns several rows (e.g. its tokens routed to an
     expert). Every op in the scope must do the same work per entry of `rows`.
+
+    Outside any scope an op's FLOPs are spread evenly over the batch. A block that computes on a
+    sub-batch (`layer(x[idx])`) must declare it here; where the counter can tell (a matmul,
+    convolution or attention outside any scope whose rows are not a multiple of the batch size)
+    it issues an `UnattributedCostWarning` naming the module, once per model and module.
     """
     if not _active:
         yield

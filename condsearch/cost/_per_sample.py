@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from condsearch.cost._formulas import FAST_FORMULAS
 from condsearch.cost._owners import _counting_scope, current_owners
+from condsearch.cost._unattributed import ROW_ARGS, warn_unattributed
 
 _decomposable: dict = {}
 
@@ -25,11 +26,14 @@ class _Attributor(TorchDispatchMode):
     """Counts each op's FLOPs and splits them evenly over the sample ids that own its rows.
 
     Shares are summed per owner scope (its sample-id tensor) and spread over the samples once,
-    at the end, so a counted op costs a few Python operations rather than tensor ops."""
+    at the end, so a counted op costs a few Python operations rather than tensor ops. An op outside
+    any scope whose rows are not a multiple of the batch ran on a sub-batch someone forgot to
+    declare: `model` (the one being counted) is searched for the module to warn about."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, model: torch.nn.Module) -> None:
         super().__init__()
         self.batch_size = batch_size
+        self.model = model
         self.total = 0
         self._everyone = 0.0
         self._scoped: dict[int, list] = {}
@@ -44,7 +48,8 @@ class _Attributor(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        formula = FAST_FORMULAS.get(func._overloadpacket)
+        packet = func._overloadpacket
+        formula = FAST_FORMULAS.get(packet)
         if formula is None and _can_decompose(func):
             # Same rule as FlopCounterMode: count a composite op through what it decomposes into.
             with self:
@@ -59,6 +64,9 @@ class _Attributor(TorchDispatchMode):
                 ids = current_owners()
                 if ids is None:
                     self._everyone += flops / self.batch_size
+                    at = ROW_ARGS.get(packet)  # rows not whole batches: an undeclared sub-batch
+                    if at is not None and args[at[0]].shape[0] % self.batch_size:  # never at 1
+                        warn_unattributed(self.model, packet, args[at[0]].shape[0], self.batch_size)
                 else:
                     entry = self._scoped.setdefault(id(ids), [ids, 0.0])
                     entry[1] += flops / ids.numel()
@@ -69,9 +77,10 @@ def per_sample_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[Any, torc
     """Run `model(x)` once and return (output, FLOPs of each sample as if processed alone).
 
     FLOPs are 2 x multiply-adds of matmul, convolution and attention, as `FlopCounterMode`
-    counts them. Blocks declare which samples own a sub-batch with `condsearch.cost.owners`.
+    counts them. Blocks declare which samples own a sub-batch with `condsearch.cost.owners`; an
+    op on a sub-batch outside any such scope issues an `UnattributedCostWarning` (once per module).
     """
-    counter = _Attributor(x.shape[0])
+    counter = _Attributor(x.shape[0], model)
     with torch.no_grad(), _counting_scope(), counter:
         out = model(x)
     return out, counter.per_sample
