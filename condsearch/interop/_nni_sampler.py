@@ -4,6 +4,10 @@ The tuner proposes a full parameter set per trial; the sampler serves its values
 asks for them, so `SearchSpace.sample`, both backends, the study, MLflow and the front work
 exactly as with Optuna's samplers. NNI's tuners optimize one number, so a trial's objectives are
 folded into one score (see `fold_score`) when it is reported back.
+
+`make_sampler` finds `nni_sampler` through the entry point `nni` of the group
+`condsearch.samplers` (pyproject.toml); importing this module also registers it. It imports only
+the public `condsearch.orchestrate` package, which never imports this one back.
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from condsearch._names import (
+    ATTR_DERIVED_FROM,
+    ATTR_METRICS,
+    ATTR_NNI_PARAMS,
+    CONSTRAINT_METRICS,
+    NNI_TUNERS,
+    OBJECTIVE_METRICS,
+)
 from condsearch.interop._nni_format import ConvertError, space_to_nni
-from condsearch.orchestrate._points import ATTR_DERIVED_FROM, ATTR_METRICS
-from condsearch.orchestrate._record import CONSTRAINT_METRICS
-from condsearch.orchestrate._trial import OBJECTIVE_METRICS
-from condsearch.orchestrate._workdir import SearchError
+from condsearch.orchestrate import SearchError, register_sampler, set_trial_system_attr
 
 INSTALL_NNI = 'pip install "condsearch[nni]"'
-#: trial system attribute holding the parameter set the tuner proposed (replayed on resume)
-ATTR_NNI_PARAMS = "condsearch.nni_parameters"
-NNI_TUNERS = ("tpe", "evolution", "anneal", "random")
 
 
 class NniUnavailable(SearchError):
@@ -221,7 +227,7 @@ class NniSampler(optuna.samplers.BaseSampler):
             # hyperopt keeps numpy scalars here, which its own result bookkeeping then
             # compares with `== []`; plain numbers keep that working under numpy 2.
             self._tuner.total_data[trial.number] = _plain(self._tuner.total_data[trial.number])
-        study._storage.set_trial_system_attr(trial._trial_id, ATTR_NNI_PARAMS, params)
+        set_trial_system_attr(study, trial, ATTR_NNI_PARAMS, params)
         self._params[trial.number] = params
         self._proposed[trial.number] = flatten_parameters(params)
 
@@ -297,6 +303,15 @@ class NniSampler(optuna.samplers.BaseSampler):
             warnings.warn(message, stacklevel=3)
 
 
+def nni_sampler(spec: dict[str, Any], seed: int, space: Any) -> NniSampler:
+    """The sampler-registry factory for `sampler: {nni: TUNER}`: the tuner, its options, the
+    budget and penalty its single score folds the objectives with."""
+    if space is None:
+        raise ValueError("an NNI tuner needs the search space; pass space=")
+    return NniSampler(spec["nni"], space, seed, spec.get("options"), budget=spec.get("budget"),
+                      penalty=spec.get("penalty", 1.0))
+
+
 def flatten_parameters(params: dict[str, Any]) -> dict[str, Any]:
     """An NNI parameter set as condsearch parameter names: a nested choice's `_name` is the value
     of its key (`model.backbone`, a component's `enabled`), its other keys sit beside it."""
@@ -353,3 +368,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
+
+
+register_sampler("nni", nni_sampler)

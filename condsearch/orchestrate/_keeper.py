@@ -9,11 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from condsearch._names import CONSTRAINT_METRICS
 from condsearch.orchestrate._pareto import dominates, hypervolume
 from condsearch.orchestrate._points import Point, _order_key, mark_front
-from condsearch.orchestrate._record import CONSTRAINT_METRICS
-
-REFERENCE_ATTR = "condsearch.hypervolume_reference"
 
 
 def reference_point(points: list[Point], objectives: list[tuple[str, str]],

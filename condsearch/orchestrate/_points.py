@@ -6,19 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from condsearch._names import (
+    ATTR_ARCH,
+    ATTR_DERIVED_FROM,
+    ATTR_KNOBS,
+    ATTR_METRICS,
+    ATTR_RUN,
+    ATTR_TASK,
+    ATTR_WEIGHTS_RUN,
+)
 from condsearch.orchestrate._pareto import knee_index, non_dominated
 from condsearch.orchestrate._workdir import SearchError, WorkdirState, read_workdir
 
 PICKS = ("knee", "max-accuracy", "min-flops")
-
-# Optuna user-attribute keys a search writes on each completed trial.
-ATTR_METRICS = "condsearch.metrics"
-ATTR_KNOBS = "condsearch.knobs"
-ATTR_ARCH = "condsearch.arch"
-ATTR_TASK = "condsearch.task"
-ATTR_RUN = "condsearch.run_id"
-ATTR_WEIGHTS_RUN = "condsearch.weights_run_id"
-ATTR_DERIVED_FROM = "condsearch.derived_from"
 
 
 @dataclass

@@ -13,20 +13,23 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from condsearch.orchestrate._session import Session
-from condsearch.orchestrate._trial import (
-    OBJECTIVE_METRICS,
-    DerivedPoint,
-    TrialResult,
-    TrialSpec,
-    run_trial,
+from condsearch._names import ATTR_RAY_TRIAL, OBJECTIVE_METRICS
+from condsearch.orchestrate._optuna_private import study_storage
+from condsearch.orchestrate._ray_private import (
+    asked_trial,
+    is_completed,
+    mark_completed,
+    unfinished_trials,
+    use_study,
+    without_driver_state,
 )
+from condsearch.orchestrate._session import Session
+from condsearch.orchestrate._trial import DerivedPoint, TrialResult, TrialSpec, run_trial
 from condsearch.track._target import TrackingTarget
 
 RESULT_KEY = "condsearch_result"
-ATTR_RAY_TRIAL = "condsearch.ray_trial_id"
-_DRIVER_ONLY = ("_session", "_ot_study", "_ot_trials", "_sampler", "_storage", "_space",
-                "_archs", "_pending_arch")
+#: SpaceSearcher's own attributes that hold live driver objects (OptunaSearch's: DRIVER_STATE)
+_OWN_DRIVER_STATE = ("_session", "_archs", "_pending_arch")
 
 
 def spec_to_plain(spec: TrialSpec) -> dict[str, Any]:
@@ -92,9 +95,9 @@ class SpaceSearcher(OptunaSearch):
             metric=[OBJECTIVE_METRICS[name] for name, _ in objectives],
             mode=["max" if d == "maximize" else "min" for _, d in objectives],
             sampler=session.study.sampler, study_name=session.study.study_name,
-            storage=session.study._storage,
+            storage=study_storage(session.study),
         )
-        self._ot_study = session.study
+        use_study(self, session.study)
         self._session = session
         self._archs: dict[str, dict[str, Any]] = {}
         self._started: dict[str, float] = {}
@@ -106,7 +109,7 @@ class SpaceSearcher(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr(ATTR_RAY_TRIAL, trial_id)
+        asked_trial(self, trial_id).set_user_attr(ATTR_RAY_TRIAL, trial_id)
         self._archs[trial_id] = self._pending_arch
         self._started[trial_id] = time.perf_counter()
         return config
@@ -116,9 +119,9 @@ class SpaceSearcher(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trial = asked_trial(self, trial_id)
+        if trial is None or is_completed(self, trial_id):
             return
-        trial = self._ot_trials[trial_id]
         if result and RESULT_KEY in result:
             outcome = result_from_plain(json.loads(result[RESULT_KEY]))
         else:
@@ -127,11 +130,12 @@ class SpaceSearcher(OptunaSearch):
             outcome = TrialResult(number=trial.number, ok=False, error=f"trial {reason}")
         seconds = time.perf_counter() - self._started.pop(trial_id, time.perf_counter())
         self._session.record(trial, self._archs.pop(trial_id), outcome, seconds)
-        self._completed_trials.add(trial_id)
+        mark_completed(self, trial_id)
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the searcher with the experiment; the live study and session stay behind.
-        return {k: v for k, v in self.__dict__.items() if k not in _DRIVER_ONLY}
+        return {k: v for k, v in without_driver_state(self.__dict__).items()
+                if k not in _OWN_DRIVER_STATE}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study is the searcher's state."""
@@ -179,6 +183,5 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
         tuner.fit()
     finally:
         # Trials Ray never finished (Ctrl-C, a dead driver's leftovers) must not stay RUNNING.
-        for trial_id, trial in list(searcher._ot_trials.items()):
-            if trial_id not in searcher._completed_trials:
-                session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        for trial in unfinished_trials(searcher):
+            session.study.tell(trial, state=optuna.trial.TrialState.FAIL)

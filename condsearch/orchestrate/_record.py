@@ -9,25 +9,29 @@ import math
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from condsearch.orchestrate._points import (
+from condsearch._names import (
     ATTR_ARCH,
     ATTR_DERIVED_FROM,
+    ATTR_ERROR,
     ATTR_KNOBS,
     ATTR_METRICS,
     ATTR_RUN,
     ATTR_TASK,
     ATTR_WEIGHTS_RUN,
-    Point,
+    CONSTRAINT_METRICS,
+    OBJECTIVE_METRICS,
 )
-from condsearch.orchestrate._trial import OBJECTIVE_METRICS, TrialResult
+from condsearch.orchestrate._optuna_private import (
+    add_trial_numbered,
+    constraint_system_attrs,
+    distribution_contains,
+    write_running_trial_attrs,
+)
+from condsearch.orchestrate._points import Point
+from condsearch.orchestrate._trial import TrialResult
 from condsearch.space import knob_param
-
-ATTR_ERROR = "condsearch.error"
-#: constraint name -> metric it bounds
-CONSTRAINT_METRICS = {"max_flops": "flops", "max_params": "params"}
 
 
 def constraint_values(metrics: dict[str, float], constraints: dict[str, Any]) -> dict[str, float]:
@@ -60,7 +64,7 @@ def _knob_params(trial_params: dict[str, Any], distributions: dict[str, Any],
     for knob, value in knobs.items():
         key = knob_param(knob)
         dist = distributions.get(key)
-        if dist is not None and dist._contains(dist.to_internal_repr(value)):
+        if dist is not None and distribution_contains(dist, value):
             params[key] = value
     return params
 
@@ -70,46 +74,7 @@ def write_trial_attrs(study: optuna.Study, trial: optuna.Trial, user_attrs: dict
     """Set a running trial's user attributes and constraints, in one storage transaction on a
     database storage: Optuna commits each `set_user_attr` on its own, which cost a trial about
     5 ms apiece. What the study holds afterwards is what those calls would have written."""
-    system_attrs = {}
-    for key, value in (constraints or {}).items():
-        value = float(value)
-        if math.isnan(value):
-            raise ValueError(f"constraint {key!r} is NaN")
-        # the system attribute Trial.set_constraint writes and FrozenTrial.constraints reads
-        system_attrs[f"constraints:{key}"] = value
-    storage = study._storage
-    transaction = _one_transaction(getattr(storage, "_backend", storage))
-    if transaction is not None:
-        session_scope, write, models = transaction
-        with session_scope() as session:
-            for key, value in user_attrs.items():
-                write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
-            for key, value in system_attrs.items():
-                write(session, models.TrialSystemAttributeModel, trial._trial_id, key, value)
-    else:  # in-memory, journal or another storage: its own calls, one per attribute
-        for key, value in user_attrs.items():
-            storage.set_trial_user_attr(trial._trial_id, key, value)
-        for key, value in system_attrs.items():
-            storage.set_trial_system_attr(trial._trial_id, key, value)
-    # Trial keeps a copy of its frozen trial that set_user_attr and set_constraint also update.
-    trial._cached_frozen_trial.user_attrs.update(user_attrs)
-    trial._cached_frozen_trial.system_attrs.update(system_attrs)
-
-
-def _one_transaction(backend: Any) -> tuple[Any, Any, Any] | None:
-    """Optuna's RDB session scope, attribute writer and models, which set_trial_user_attr uses
-    per key; None for another storage, or an Optuna whose internals moved."""
-    if not isinstance(backend, RDBStorage):
-        return None
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:
-        return None
-    write = getattr(backend, "_set_trial_attr_without_commit", None)
-    if write is None:
-        return None
-    return (lambda: _create_scoped_session(backend.scoped_session)), write, models
+    write_running_trial_attrs(study, trial, user_attrs, constraint_system_attrs(constraints or {}))
 
 
 def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any],
@@ -146,15 +111,9 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
             user_attrs={**attrs, ATTR_METRICS: derived.metrics, ATTR_KNOBS: knobs,
                         ATTR_RUN: derived.run_id, ATTR_DERIVED_FROM: trial.number},
         )
-        number = _add_trial(study, frozen)
+        number = add_trial_numbered(study, frozen)
         points.append(Point(number, trial.number, True, dict(zip(names, d_values)),
                             derived.metrics, knobs, arch, task, derived.run_id, result.run_id,
                             all(v <= 0 for v in d_cons.values())))
     return points
 
-
-def _add_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> int:
-    # Study.add_trial does not return the new trial's number; its storage call does.
-    storage = study._storage
-    trial_id = storage.create_new_trial(study._study_id, template_trial=frozen)
-    return storage.get_trial_number_from_id(trial_id)

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from condsearch.orchestrate._keeper import REFERENCE_ATTR, FrontKeeper, best_effort
+from condsearch._names import ATTR_HYPERVOLUME_REFERENCE, ATTR_WORKDIR_STATE
+from condsearch.orchestrate._keeper import FrontKeeper, best_effort
 from condsearch.orchestrate._points import point_from_trial
 from condsearch.orchestrate._progress import SearchProgress, describe_values
 from condsearch.orchestrate._record import fail_stale_trials, record_result
 from condsearch.orchestrate._trial import TrialResult, TrialSpec
 from condsearch.orchestrate._workdir import (
-    STATE_ATTR,
     SearchError,
     WorkdirState,
     read_workdir,
@@ -55,7 +55,7 @@ class Session:
                                self.space.objectives, self.space.constraints)
         self.keeper.add(points)
         if self.keeper.reference is not None and not self.reference_saved:
-            self.study.set_user_attr(REFERENCE_ATTR, self.keeper.reference)
+            self.study.set_user_attr(ATTR_HYPERVOLUME_REFERENCE, self.keeper.reference)
             self.reference_saved = True
         if points:
             self.completed += 1
@@ -133,14 +133,14 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
 
     state = prepare_workdir(space, workdir, tracking_uri, storage)
     study = open_study(space, state.storage, seed)
-    study.set_user_attr(STATE_ATTR, asdict(state))
+    study.set_user_attr(ATTR_WORKDIR_STATE, asdict(state))
     stale = fail_stale_trials(study)
     target = start_parent_run(state.tracking_uri, state.experiment_id, {
         "space": space.name, "trials": n_trials, "seed": seed, "sampler": space.sampler["name"],
         "objectives": ",".join(n for n, _ in space.objectives), "workdir": str(workdir.resolve()),
         "backend": backend,
     }, space.source)
-    reference = study.user_attrs.get(REFERENCE_ATTR)
+    reference = study.user_attrs.get(ATTR_HYPERVOLUME_REFERENCE)
     keeper = FrontKeeper(space.objectives, space.constraints, reference,
                          ParetoTagger(state.tracking_uri, state.experiment_id), target)
     names = [n for n, _ in space.objectives]

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from condsearch._names import ATTR_WORKDIR_STATE
+
 STATE_FILE = "condsearch.json"
-#: the study's copy of the workdir state, so a search can be read from its storage alone
-STATE_ATTR = "condsearch.workdir_state"
 
 
 class SearchError(Exception):
@@ -66,7 +66,8 @@ def state_from_storage(storage: str, study_name: str | None = None) -> WorkdirSt
     elif study_name not in names:
         raise SearchError(f"no study {study_name!r} in {storage}; it holds: "
                           f"{', '.join(names) or 'none'}")
-    data = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(STATE_ATTR)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    data = study.user_attrs.get(ATTR_WORKDIR_STATE)
     if not data:
         raise SearchError(f"the study {study_name!r} in {storage} was not made by condsearch search")
     return WorkdirState(**{**data, "storage": storage})

@@ -1,0 +1,66 @@
+"""Names every layer shares: the attributes a search writes into its Optuna study, the objectives,
+metrics, constraints and samplers a space may name.
+
+It imports nothing, so the space, the search and the plugins (NNI) agree on one spelling of each
+without importing one another.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ---- Optuna trial user attributes a search writes -----------------------------------------------
+
+#: every metric the trial measured (objective metrics, params, latency, ...)
+ATTR_METRICS: Final = "condsearch.metrics"
+#: the inference-knob values the point was measured at
+ATTR_KNOBS: Final = "condsearch.knobs"
+#: the architecture the space sampled
+ATTR_ARCH: Final = "condsearch.arch"
+#: the task (dataset) the trial trained on
+ATTR_TASK: Final = "condsearch.task"
+#: the MLflow run that logged the point
+ATTR_RUN: Final = "condsearch.run_id"
+#: the MLflow run that holds the trained weights (the trained trial's, for a derived point too)
+ATTR_WEIGHTS_RUN: Final = "condsearch.weights_run_id"
+#: on a derived point (a knob setting of a trained trial): the trained trial's number
+ATTR_DERIVED_FROM: Final = "condsearch.derived_from"
+#: on a failed trial: why it failed
+ATTR_ERROR: Final = "condsearch.error"
+#: the Ray Tune trial id that ran the trial (the ray backend)
+ATTR_RAY_TRIAL: Final = "condsearch.ray_trial_id"
+
+# ---- Optuna trial system attributes -------------------------------------------------------------
+
+#: the parameter set an NNI tuner proposed for the trial (replayed into the tuner on resume)
+ATTR_NNI_PARAMS: Final = "condsearch.nni_parameters"
+
+# ---- Optuna study user attributes ---------------------------------------------------------------
+
+#: the workdir state (WorkdirState as a dict), so a search can be read from its storage alone
+ATTR_WORKDIR_STATE: Final = "condsearch.workdir_state"
+#: the hypervolume reference point, fixed once the study has its first points
+ATTR_HYPERVOLUME_REFERENCE: Final = "condsearch.hypervolume_reference"
+
+# ---- objectives, metrics, constraints -----------------------------------------------------------
+
+#: objective name -> the direction Optuna optimizes it in
+OBJECTIVES: Final[dict[str, str]] = {
+    "accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency": "minimize",
+}
+#: objective name in a search space -> the metric key a trial reports
+OBJECTIVE_METRICS: Final[dict[str, str]] = {
+    "accuracy": "accuracy", "flops": "flops", "params": "params", "latency": "latency_ms",
+}
+#: constraint name in a search space -> the metric it bounds
+CONSTRAINT_METRICS: Final[dict[str, str]] = {"max_flops": "flops", "max_params": "params"}
+
+# ---- samplers -----------------------------------------------------------------------------------
+
+#: the Optuna samplers a space may name (`sampler: tpe`)
+SAMPLERS: Final = ("tpe", "nsga2", "random", "gp")
+#: NNI tuners a space may name (`sampler: {nni: tpe}`), each -> the constructor options it takes
+NNI_TUNERS: Final[dict[str, tuple[str, ...]]] = {
+    "tpe": ("tpe_args",), "evolution": ("population_size",),
+    "anneal": ("parallel_optimize", "constant_liar_type"), "random": (),
+}
