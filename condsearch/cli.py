@@ -74,12 +74,12 @@ def _source(workdir: Path | None, storage: str | None, study: str | None) -> Any
         _fail(str(exc))
 
 
-def _load_space(space: Path, overrides: list[str] | None) -> Any:
+def _load_space(space: Path, overrides: list[str] | None, trust_code: bool = False) -> Any:
     """The validated space, or exit 2 with its `file:line: key: problem` lines."""
     from condsearch.space import SpaceError, load_space
 
     try:
-        return load_space(space, overrides or [])
+        return load_space(space, overrides or [], trust_code=trust_code)
     except SpaceError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -90,13 +90,23 @@ def _load_space(space: Path, overrides: list[str] | None) -> Any:
 def validate(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value.")] = None,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Import a backbone the space names as 'module:function' (code) "
+                             "and check the keys it declares.")] = False,
 ) -> None:
-    """Check a search space; print `file:line: key: problem` lines and exit 2 when it is wrong."""
-    loaded = _load_space(space, set_)
+    """Check a search space; print `file:line: key: problem` lines and exit 2 when it is wrong.
+
+    A backbone named by import path is code and is not imported unless --trust-code is given;
+    its declared keys are then checked when a search imports it."""
+    loaded = _load_space(space, set_, trust_code)
     names = ", ".join(f"{n} ({d[:3]})" for n, d in loaded.objectives)
     out.print(f"{space}: ok — search space {loaded.name!r}, objectives {names}, "
               f"{loaded.trials} trials by default, sampler {loaded.sampler['name']}",
               markup=False, highlight=False, soft_wrap=True)
+    for name in loaded.untrusted:
+        err.print(f"note: model.backbone {name!r} is code; it was not imported, so the keys it "
+                  "declares were not checked (run with --trust-code to check them)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -115,8 +125,10 @@ def search(
                                                    "repeatable.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Run (or resume) a search: trials are trained, measured and logged to MLflow."""
-    loaded = _load_space(space, set_)
+    """Run (or resume) a search: trials are trained, measured and logged to MLflow.
+
+    A backbone the space names as 'module:function' is code, imported and run by the search."""
+    loaded = _load_space(space, set_, trust_code=True)
     from condsearch.orchestrate import search as run_search
 
     workdir = workdir or Path("runs") / loaded.name

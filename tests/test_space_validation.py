@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from condsearch.space import Problem, SpaceError, load_space, parse_space
-from condsearch.space._constraints import arch_params
+from condsearch.space.declared.token_transformer import param_count as arch_params
 
 # line numbers:  1 name, 2 task, 3 dataset, 4 model, 5 backbone, 6 dim, 7 depth
 HEAD = """\

@@ -32,9 +32,15 @@ def load_exported(path: str | Path, device: str = "cpu"):
     from safetensors.torch import load_file
 
     from condsearch.models import build_model
+    from condsearch.space import BackboneUnavailable
 
     arch, _ = read_export(path)
-    model = build_model(arch, arch["io"])
+    try:
+        model = build_model(arch, arch["io"])
+    except BackboneUnavailable as exc:
+        raise ExportError(f"{path}: {ARCH_FILE} names the backbone "
+                          f"{arch['model']['backbone']!r}, which cannot be built here: {exc}"
+                          ) from None
     try:
         model.load_state_dict(load_file(str(Path(path) / WEIGHTS_FILE), device=device))
     except (RuntimeError, OSError) as exc:
@@ -46,10 +52,11 @@ def evaluate_exported(path: str | Path, split: str = "val", device: str = "cpu"
                       ) -> dict[str, float]:
     """Re-evaluate an export on a split of its task: accuracy and the FLOPs figures."""
     from condsearch.data import load_task
+    from condsearch.space import TRAIN_PARAMS, complete
     from condsearch.train import evaluate
 
     arch, _ = read_export(path)
     model = load_exported(path, device)
-    batch = int(arch.get("train", {}).get("eval_batch_size", 256))
+    batch = int(complete(TRAIN_PARAMS, arch.get("train"))["eval_batch_size"])
     evaluation = evaluate(model, load_task(arch["task"]), split, batch, device)
     return {**evaluation.summary(), **evaluation.stats}

@@ -19,6 +19,7 @@ import json
 import math
 from typing import Any
 
+from condsearch._names import OBJECTIVES
 from condsearch.space._distributions import (
     Choice,
     Distribution,
@@ -30,15 +31,16 @@ from condsearch.space._distributions import (
     show,
     suggest_key,
 )
-from condsearch.space._layout import EXCLUDES
-from condsearch.space._schema import (
-    BACKBONE,
-    BACKBONE_PARAMS,
-    COMPONENT_PARAMS,
-    MODEL_PARAMS,
-    OBJECTIVES,
-    TRAIN_PARAMS,
-)
+from condsearch.space._schema import TRAIN_PARAMS
+from condsearch.space.declared import BUILTIN_BACKBONES, BUILTIN_COMPONENTS
+
+# The key table, from the built-ins' declarations: NNI's format carries the built-in backbones
+# and components (a user's backbone has no fixed keys to convert back from).
+BACKBONE = ParamSpec("enum", "token_transformer", values=tuple(BUILTIN_BACKBONES))
+MODEL_PARAMS = BUILTIN_BACKBONES["token_transformer"].params
+BACKBONE_PARAMS = {b.section: b.params for b in BUILTIN_BACKBONES.values() if b.section}
+COMPONENT_PARAMS = {c.name: c.params for c in BUILTIN_COMPONENTS.values()}
+EXCLUDES = {c.name: c.excludes for c in BUILTIN_COMPONENTS.values() if c.excludes}
 
 #: NNI's distribution types that a condsearch key can take
 NNI_TYPES = ("choice", "randint", "uniform", "quniform", "loguniform", "qloguniform")
@@ -92,6 +94,10 @@ def _component_of(key: str) -> str | None:
 def space_to_nni(space: Any, include_fixed: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The space as NNI's search-space dict, and notes on keys left out because no trial can
     ever use them. `include_fixed=False` leaves out fixed values (what a tuner needs)."""
+    foreign = [b for b in space.backbones if b not in BUILTIN_BACKBONES]
+    if foreign:
+        raise ConvertError([f"model.backbone: {foreign[0]} is not a built-in backbone; NNI's "
+                            f"format carries the built-in ones ({', '.join(BUILTIN_BACKBONES)})"])
     dists = space.distributions()
     problems: list[str] = []
     notes: list[str] = []

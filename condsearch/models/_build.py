@@ -1,4 +1,4 @@
-"""build_model: the one entry point from an arch dict to a module."""
+"""build_model: the one entry point from an arch dict to a module, whatever the backbone."""
 
 from __future__ import annotations
 
@@ -7,27 +7,63 @@ from typing import Any
 from torch import nn
 
 from condsearch.blocks import set_inference_knobs
-from condsearch.models._cigt import CIGT
-from condsearch.models._nac import NAC
-from condsearch.models._token_transformer import TokenTransformer
-
-BACKBONES = {"token_transformer": TokenTransformer, "cigt": CIGT, "nac": NAC}
+from condsearch.space import (
+    BUILTIN_COMPONENTS,
+    Backbone,
+    BackboneUnavailable,
+    complete,
+    factory_of,
+    find_backbone,
+)
 
 
 def _io(task: Any) -> dict[str, Any]:
     return task.info() if hasattr(task, "info") else dict(task)
 
 
+def backbone_of(arch: dict[str, Any]) -> Backbone:
+    """The declaration of the arch's backbone: by name, or else by the factory's import path
+    that an export recorded (`arch["factory"]`). Raises BackboneUnavailable."""
+    name = arch["model"]["backbone"]
+    try:
+        return find_backbone(name)
+    except BackboneUnavailable:
+        recorded = arch.get("factory")
+        if not recorded or recorded == name:
+            raise
+        return find_backbone(recorded)
+
+
+def complete_model(model: dict[str, Any], decl: Backbone) -> dict[str, Any]:
+    """The model section with every key its backbone and hosted components declare: the one
+    place defaults come from, so builders read values, never defaults of their own."""
+    if decl.section is None:
+        out = complete(decl.params, model)
+    else:
+        out = {**model, decl.section: complete(decl.params, model.get(decl.section))}
+    missing = [k for k, spec in decl.params.items() if spec.required and (
+        (out if decl.section is None else out[decl.section]).get(k) is None)]
+    if missing:
+        where = "model" if decl.section is None else f"model.{decl.section}"
+        raise ValueError(f"{where}: {', '.join(missing)} missing (required by {decl.name})")
+    if decl.hosts:
+        given = model.get("components") or {}
+        out["components"] = {c: complete(BUILTIN_COMPONENTS[c].params, given.get(c))
+                             for c in decl.hosts}
+    return out
+
+
 def build_model(arch: dict[str, Any], task: Any) -> nn.Module:
     """Build the model an arch dict describes, for a task (a Task or its `info()` dict).
 
-    Only `arch["model"]` and, when present, `arch["inference"]` (knob settings) are read.
+    Only `arch["model"]`, `arch["inference"]` (knob settings, when present) and `arch["factory"]`
+    (the import path an export records for a backbone that is not built in) are read.
     """
-    model_cfg = arch["model"]
-    backbone = model_cfg["backbone"]
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}")
-    model = BACKBONES[backbone](model_cfg, _io(task))
+    decl = backbone_of(arch)
+    model = factory_of(decl)(complete_model(arch["model"], decl), _io(task))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the factory of backbone {decl.name!r} returned "
+                        f"{type(model).__name__}, not a torch.nn.Module")
     if arch.get("inference"):
         set_inference_knobs(model, arch["inference"])
     return model

@@ -1,14 +1,7 @@
 """The CIGT backbone: a convolutional trellis (conv blocks, then leaves with their own classifiers).
 
-Section `model["cigt"]`, all plain values:
-
-- `widths` [1, 2, 4]: blocks per trellis layer (2 or more layers; the first holds one block).
-- `channels` 32: conv channels of one block, or a list with one entry per layer.
-- `kernel` 5: side of the conv kernels of the non-leaf layers.
-- `hidden` 128: width of a leaf's first FC layer (its second has hidden // 2).
-- `router_dim` 64, `ig_weight` 1.0 (lambda), `balance` 1.0 (beta), `temperature` 25.0 (T0),
-  `temperature_decay` 0.9999 (per optimizer step), `temperature_min` 0.1, `warmup_epochs` 1,
-  `random_routing` 0.5, `multipath_threshold` 1.0: see `condsearch.blocks.cigt.CIGTTrellis`.
+Section `model["cigt"]`: its keys, ranges and defaults are declared once, in
+`condsearch/space/declared/cigt.py`; `channels` may also be a list with one entry per layer.
 
 `thin_baseline` and `thick_baseline` give the unconditional networks CIGT is compared with.
 """
@@ -21,30 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condsearch.blocks.cigt import (
-    CachesEvalConstants,
-    CIGTRouter,
-    CIGTTrellis,
-    eval_constants,
-    fold_batchnorm,
-)
+from condsearch.blocks._eval_constants import CachesEvalConstants, eval_constants, fold_batchnorm
+from condsearch.blocks.cigt import CIGTRouter, CIGTTrellis
+from condsearch.space import complete
+from condsearch.space.declared.cigt import CIGT as CIGT_DECLARATION
 
-DEFAULTS: dict[str, Any] = {
-    "widths": [1, 2, 4], "channels": 32, "kernel": 5, "hidden": 128, "router_dim": 64,
-    "ig_weight": 1.0, "balance": 1.0, "temperature": 25.0, "temperature_decay": 0.9999,
-    "temperature_min": 0.1, "warmup_epochs": 1, "random_routing": 0.5,
-    "multipath_threshold": 1.0,
-}
 ROUTER_POOL = 4  # routers read features average-pooled to at most 4 x 4
 
 
 def settings(section: dict[str, Any] | None) -> dict[str, Any]:
-    """The section with defaults filled in; unknown keys are an error."""
+    """The section with its declared defaults filled in; unknown keys are an error."""
     section = dict(section or {})
-    unknown = sorted(set(section) - set(DEFAULTS))
+    unknown = sorted(set(section) - set(CIGT_DECLARATION.params))
     if unknown:
-        raise ValueError(f"unknown cigt settings {unknown}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **section}
+        raise ValueError(f"unknown cigt settings {unknown}; known: {sorted(CIGT_DECLARATION.params)}")
+    return complete(CIGT_DECLARATION.params, section)
 
 
 def layer_channels(cfg: dict[str, Any]) -> list[int]:
@@ -104,8 +88,7 @@ class ConvBlock(CachesEvalConstants, nn.Sequential):
         if not _inferring(self):
             return super().forward(x)
         conv, norm = self._modules["0"], self._modules["1"]
-        weight, bias = eval_constants(self, (conv, norm),
-                                      lambda: fold_batchnorm(conv.weight, conv.bias, norm))
+        weight, bias = eval_constants(self, (conv, norm), lambda: fold_batchnorm(conv, norm))
         y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         if self.pool:
             y = max_pool_2x2(y)

@@ -9,25 +9,8 @@ from torch import nn
 
 from condsearch.blocks.nac import Circuit
 from condsearch.models._embed import TokenEmbed
-
-#: The `nac:` settings and their defaults.
-DEFAULTS: dict[str, Any] = {
-    "dim": 64,  # module state width (and token width)
-    "input_modules": 8,
-    "mediators": 32,
-    "layers": 4,  # propagation layers
-    "heads": 4,
-    "signature_dim": 16,
-    "code_dim": 32,
-    "tau": 0.9,  # kernel truncation: pairs with 1 - cos >= tau are cut; lower is sparser
-    "mlp_ratio": 2.0,
-    "patch_size": 4,  # images only
-    "keep_ratio": 1.0,  # inference knob: share of mediators that run
-    "dropout": 0.0,
-    # The output module also reads the input modules (the official default); False sends
-    # everything the output learns through the mediators.
-    "readout_inputs": True,
-}
+from condsearch.space import complete
+from condsearch.space.declared.nac import NAC as NAC_DECLARATION
 
 
 class PatchTokens(nn.Module):
@@ -55,8 +38,8 @@ class PatchTokens(nn.Module):
 class NAC(nn.Module):
     """Neural Attentive Circuits as a classifier over patches (images) or token ids.
 
-    `model` is the arch's model section, `{"backbone": "nac", "nac": {...}}` with the keys of
-    `DEFAULTS`; `io` is the task's `info()`. The input becomes tokens (patches or token
+    `model` is the arch's model section, `{"backbone": "nac", "nac": {...}}` with the keys
+    declared in `condsearch/space/declared/nac.py`; `io` is the task's `info()`. The input becomes tokens (patches or token
     embeddings, plus learned positions); `Circuit` reads them into its input modules, propagates
     through its mediators and reads out one output module, whose state a LayerNorm and a linear
     layer turn into logits. The inference knob is `nac.keep_ratio` (mediators that run).
@@ -65,10 +48,10 @@ class NAC(nn.Module):
     def __init__(self, model: dict[str, Any], io: dict[str, Any]) -> None:
         super().__init__()
         given = dict(model.get("nac") or {})
-        unknown = sorted(set(given) - set(DEFAULTS))
+        unknown = sorted(set(given) - set(NAC_DECLARATION.params))
         if unknown:
-            raise ValueError(f"unknown nac settings {unknown}; known: {sorted(DEFAULTS)}")
-        cfg = {**DEFAULTS, **given}
+            raise ValueError(f"unknown nac settings {unknown}; known: {sorted(NAC_DECLARATION.params)}")
+        cfg = complete(NAC_DECLARATION.params, given)
         dim = int(cfg["dim"])
         if io["input_kind"] == "image":
             c, h, w = io["input_shape"]

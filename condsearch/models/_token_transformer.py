@@ -10,13 +10,10 @@ from torch import nn
 from condsearch.blocks import AdaTape, EarlyExit, MoEFeedForward, TokenSelection
 from condsearch.models._embed import BankEmbed, PatchEmbed, TokenEmbed, Tokenizer
 from condsearch.models._layers import ClassHead, DenseTrunk, TransformerLayer
-from condsearch.space._layout import (
-    EXCLUDES,
-    component,
-    exit_positions,
-    moe_layers,
-    selection_layers,
-)
+from condsearch.space.declared.adatape import EXCLUDES
+from condsearch.space.declared.early_exit import exit_positions
+from condsearch.space.declared.moe import moe_layers
+from condsearch.space.declared.token_selection import selection_layers
 
 
 class TokenTransformer(nn.Module):
@@ -24,45 +21,43 @@ class TokenTransformer(nn.Module):
 
     Components: early exit (heads after chosen layers), mixture-of-experts MLPs, token selection
     before chosen layers, and AdaTape (a tape of adaptive length appended after `insert_after`
-    layers). Each is off unless the arch enables it.
+    layers). Each is off unless the arch enables it. `model` is a completed model section
+    (`build_model` fills in every declared default first), `io` a task's `info()`.
     """
 
     def __init__(self, model: dict[str, Any], io: dict[str, Any]) -> None:
         super().__init__()
-        dim, depth, heads = int(model["dim"]), int(model["depth"]), int(model.get("heads", 4))
-        mlp_ratio, dropout = float(model.get("mlp_ratio", 2.0)), float(model.get("dropout", 0.0))
+        dim, depth, heads = int(model["dim"]), int(model["depth"]), int(model["heads"])
+        mlp_ratio, dropout = float(model["mlp_ratio"]), float(model["dropout"])
         num_classes = int(io["num_classes"])
-        patch = int(model.get("patch_size", 2))
+        patch = int(model["patch_size"])
         self.tokenizer = Tokenizer(_embed(io, patch, dim), dim)
         layers = _layers(model, dim, depth, heads, mlp_ratio, dropout)
 
-        def make_head() -> nn.Module:
+        def make_head(_position: int = 0) -> nn.Module:
             return ClassHead(dim, num_classes)
 
-        tape = component(model, "adatape")
-        clash = [c for c in EXCLUDES["adatape"] if component(model, c)] if tape else []
+        tape = _on(model, "adatape")
+        clash = [c for c in EXCLUDES if _on(model, c)] if tape else []
         if clash:
             raise ValueError(f"adatape cannot be combined with {' or '.join(clash)}")
-        after = int(tape.get("insert_after", 0)) if tape else 0
+        after = int(tape["insert_after"]) if tape else 0
         if not 0 <= after < depth:
             raise ValueError(f"adatape.insert_after must lie in 0..depth-1 ({depth - 1}), got {after}")
         self.pre_layers = nn.ModuleList(layers[:after])
         rest = layers[after:]
-        early = component(model, "early_exit")
+        early = _on(model, "early_exit")
         if tape:
-            bank = tape.get("bank", "learned")
+            bank = tape["bank"]
             trunk: nn.Module = AdaTape(
-                dim, rest, make_head(), bank=bank, bank_size=int(tape.get("bank_size", 32)),
+                dim, rest, make_head(), bank=bank, bank_size=int(tape["bank_size"]),
                 bank_embed=BankEmbed(_embed(io, patch, dim), dim) if bank == "input" else None,
-                max_tape=int(tape.get("max_tape", 8)),
-                tokens_per_step=int(tape.get("tokens_per_step", 2)),
-                theta=float(tape.get("theta", 2.0)),
-                ponder_weight=float(tape.get("ponder_weight", 0.01)))
+                max_tape=int(tape["max_tape"]), tokens_per_step=int(tape["tokens_per_step"]),
+                theta=float(tape["theta"]), ponder_weight=float(tape["ponder_weight"]))
         elif early:
             trunk = EarlyExit(
-                rest, make_head, exit_positions(early, depth),
-                criterion=early.get("criterion", "confidence"),
-                threshold=early.get("threshold", 0.9), loss_weight=early.get("loss_weight", 0.5))
+                rest, make_head, exit_positions(early, depth), criterion=early["criterion"],
+                threshold=early["threshold"], loss_weight=early["loss_weight"])
         else:
             trunk = DenseTrunk(rest, make_head())
         self.trunk = trunk
@@ -77,6 +72,12 @@ class TokenTransformer(nn.Module):
         return self.trunk(h)
 
 
+def _on(model: dict[str, Any], name: str) -> dict[str, Any]:
+    """A component's settings when it is enabled, else {}."""
+    cfg = model["components"][name]
+    return cfg if cfg["enabled"] else {}
+
+
 def _embed(io: dict[str, Any], patch: int, dim: int) -> nn.Module:
     if io["input_kind"] == "image":
         c, h, w = io["input_shape"]
@@ -87,20 +88,19 @@ def _embed(io: dict[str, Any], patch: int, dim: int) -> nn.Module:
 def _layers(model: dict[str, Any], dim: int, depth: int, heads: int, mlp_ratio: float,
             dropout: float) -> list[nn.Module]:
     hidden = int(dim * mlp_ratio)
-    moe, select = component(model, "moe"), component(model, "token_selection")
+    moe, select = _on(model, "moe"), _on(model, "token_selection")
     moe_at = set(moe_layers(moe, depth)) if moe else set()
     select_at = set(selection_layers(select, depth)) if select else set()
     layers = []
     for i in range(1, depth + 1):
         mlp = MoEFeedForward(
-            dim, hidden, experts=int(moe.get("experts", 4)), top_k=int(moe.get("top_k", 1)),
-            capacity_factor=float(moe.get("capacity_factor", 1.25)),
-            eval_capacity_factor=float(moe.get("eval_capacity_factor", 2.0)),
-            router_noise=float(moe.get("router_noise", 0.0)),
-            aux_loss_weight=float(moe.get("aux_loss_weight", 0.01)),
+            dim, hidden, experts=int(moe["experts"]), top_k=int(moe["top_k"]),
+            capacity_factor=float(moe["capacity_factor"]),
+            eval_capacity_factor=float(moe["eval_capacity_factor"]),
+            router_noise=float(moe["router_noise"]), aux_loss_weight=float(moe["aux_loss_weight"]),
         ) if i in moe_at else None
-        selection = TokenSelection(dim, keep_ratio=float(select.get("keep_ratio", 0.5)),
-                                   scorer=select.get("scorer", "learned")) if i in select_at else None
+        selection = TokenSelection(dim, keep_ratio=float(select["keep_ratio"]),
+                                   scorer=select["scorer"]) if i in select_at else None
         layers.append(TransformerLayer(dim, heads, mlp_ratio, dropout, mlp=mlp, select=selection))
     return layers
 

@@ -33,13 +33,14 @@ class SearchSummary:
 def _resolve_space(space: Any, overrides: list[str] | None):
     from condsearch.space import SearchSpace, load_space
 
+    # A search runs the space's code (a backbone named 'module:function'), so it is trusted.
     if isinstance(space, SearchSpace):
         if overrides:
             if space.path is None:
                 raise SearchError("overrides need a space loaded from a file; pass its path")
-            return load_space(space.path, overrides)
-        return space
-    return load_space(space, overrides)
+            return load_space(space.path, overrides, trust_code=True)
+        return space.trusted()
+    return load_space(space, overrides, trust_code=True)
 
 
 def search(space: Any, trials: int | None = None, workdir: str | Path | None = None,

@@ -15,11 +15,9 @@ from typing import Any
 
 import yaml
 
+from condsearch._names import OBJECTIVE_METRICS
 from condsearch.track._target import TrackingTarget
 from condsearch.track._trial_runs import TrialRun
-
-#: objective name in a search space -> metric key a trial reports
-OBJECTIVE_METRICS = {"accuracy": "accuracy", "flops": "flops", "params": "params", "latency": "latency_ms"}
 
 
 @dataclass
@@ -81,13 +79,26 @@ def _measure(model, task, evaluation, batch_size) -> dict[str, float]:
     return metrics
 
 
+def _train_settings(spec: TrialSpec) -> dict[str, Any]:
+    """The arch's train section with every declared default filled in."""
+    from condsearch.space import TRAIN_PARAMS, complete
+
+    return complete(TRAIN_PARAMS, spec.arch.get("train"))
+
+
 def _save_weights_and_arch(run: TrialRun, model, spec: TrialSpec, task, knobs) -> None:
     from safetensors.torch import save_file
+
+    from condsearch.models import backbone_of
 
     with tempfile.TemporaryDirectory() as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(Path(tmp) / "weights.safetensors"))
         arch = {**spec.arch, "inference": knobs, "task": spec.task, "io": task.info()}
+        decl = backbone_of(spec.arch)
+        if decl.origin != "builtin" and decl.factory_path:
+            # where the model's code lives, for a machine that knows the backbone by no name
+            arch["factory"] = decl.factory_path
         (Path(tmp) / "architecture.yaml").write_text(yaml.safe_dump(arch, sort_keys=False))
         run.log_artifacts(tmp)
 
@@ -98,7 +109,7 @@ def _device_name(spec: TrialSpec) -> str | None:
     try:
         from condsearch.train import select_device
 
-        return str(select_device(spec.arch["train"].get("device", "auto")))
+        return str(select_device(_train_settings(spec)["device"]))
     except Exception:
         return None
 
@@ -121,9 +132,9 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
 
         run.log_params(spec.arch)
         task = load_task(spec.task)
-        train_cfg = spec.arch["train"]
+        train_cfg = _train_settings(spec)
         # Raises what _device_name swallowed; otherwise the device the run's tag already names.
-        device = select_device(train_cfg.get("device", "auto"))
+        device = select_device(train_cfg["device"])
         result.device = str(device)
         # Seeded before the model is built, so its initial weights repeat too.
         seed_everything(spec.seed)
@@ -135,7 +146,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
                 on_epoch(epoch, epochs, record)
 
         fit(model, task, train_cfg, device=device, seed=spec.seed, on_epoch=epoch_done)
-        batch = int(train_cfg.get("eval_batch_size", 256))
+        batch = int(train_cfg["eval_batch_size"])
         result.knobs = inference_knobs(model)
         result.metrics = _measure(model, task, evaluate(model, task, "val", batch), batch)
         if any(not math.isfinite(v) for v in result.metrics.values()):

@@ -24,7 +24,8 @@ ENUMERATION_LIMIT = 4096
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """What a key accepts: its type (`int`, `float`, `bool`, `enum`, `int_list`) and bounds."""
+    """What a key accepts: its type (`int`, `float`, `bool`, `enum`, `int_list`, `str`, or `any`
+    for a user's undeclared key) and bounds."""
 
     kind: str
     default: Any = None
@@ -39,8 +40,13 @@ class ParamSpec:
 
     def check(self, value: Any) -> str | None:
         """Why `value` is not a valid fixed value of this key, or None when it is."""
+        if self.kind == "any":
+            return None
         if value is None:
             return None if self.nullable else f"expected {self._expected()}, got null"
+        if self.kind == "str":
+            return None if isinstance(value, str) and value else (
+                f"expected {self._expected()}, got {show(value)}")
         if self.kind == "int_list":
             if not isinstance(value, list) or not value:
                 return f"expected a non-empty list of integers, got {show(value)}"
@@ -78,6 +84,8 @@ class ParamSpec:
             "bool": "true or false",
             "enum": "one of " + ", ".join(self.values),
             "int_list": "a list of integers",
+            "str": "a non-empty string",
+            "any": "any value",
         }[self.kind]
 
     def normalize(self, value: Any) -> Any:
@@ -226,7 +234,7 @@ def _parse_choice(items: Any, spec: ParamSpec) -> tuple[Distribution | None, lis
 
 
 def _parse_range(kind: str, d: dict[Any, Any], spec: ParamSpec) -> tuple[Distribution | None, list[Issue]]:
-    if spec.kind not in ("int", "float"):
+    if spec.kind not in ("int", "float", "any"):
         return None, [((kind,), f"a {kind} range cannot set this key (it takes {spec._expected()}); "
                                 "use choice: [...]")]
     if kind == "float" and spec.kind == "int":

@@ -8,118 +8,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from condsearch._names import NNI_TUNERS, SAMPLERS
 from condsearch.space._distributions import ParamSpec
+from condsearch.space.declared import BUILTIN_BACKBONES, BUILTIN_COMPONENTS
 
 BUILTIN_DATASETS = ("parity", "digits", "fashion_mnist", "npz")
-BACKBONES = ("token_transformer", "cigt", "nac")
-SAMPLERS = ("tpe", "nsga2", "random", "gp")
-#: NNI tuners a space may name (`sampler: {nni: tpe}`), each -> the constructor options it takes
-NNI_TUNERS = {"tpe": ("tpe_args",), "evolution": ("population_size",),
-              "anneal": ("parallel_optimize", "constant_liar_type"), "random": ()}
-#: objective name -> the direction Optuna optimizes it in
-OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency": "minimize"}
-#: sweepable inference knobs, `<component>.<knob>` -> the range each value must lie in
+#: sweepable inference knobs of the built-ins, `<component>.<knob>` -> the range of a value
 SWEEP_KNOBS = {
-    "early_exit.threshold": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
-    "moe.eval_capacity_factor": ParamSpec("float", lo=0.0, lo_open=True),
-    "token_selection.keep_ratio": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
-    "adatape.theta": ParamSpec("float", lo=0.0, lo_open=True),
-    "cigt.multipath_threshold": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
-    "nac.keep_ratio": ParamSpec("float", lo=0.0, lo_open=True, hi=1.0),
+    **{f"{c.name}.{k}": spec for c in BUILTIN_COMPONENTS.values() for k, spec in c.knobs.items()},
+    **{b.knob_key(k): spec for b in BUILTIN_BACKBONES.values() for k, spec in b.knobs.items()},
 }
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
-# Searchable keys: each may hold a fixed value or a distribution.
-BACKBONE = ParamSpec("enum", "token_transformer", required=True, values=BACKBONES,
-                     doc="the network family; a choice makes the sampler pick one per trial")
-#: the token transformer's keys (directly under `model`); `required` ones only where it can be picked
-MODEL_PARAMS = {
-    "dim": ParamSpec("int", required=True, lo=1, doc="token width"),
-    "depth": ParamSpec("int", required=True, lo=1, doc="number of transformer layers"),
-    "heads": ParamSpec("int", 4, lo=1, doc="attention heads; must divide dim"),
-    "mlp_ratio": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="MLP hidden width / dim"),
-    "patch_size": ParamSpec("int", 2, lo=1, doc="square patch side for images"),
-    "dropout": ParamSpec("float", 0.0, lo=0, hi=1, hi_open=True, doc="dropout rate"),
-}
-COMPONENT_PARAMS = {
-    # AdaTape comes first: when it is on, the components it excludes are not sampled at all.
-    "adatape": {
-        "enabled": ParamSpec("bool", False, doc="switch the component on"),
-        "bank": ParamSpec("enum", "learned", values=("learned", "input"),
-                          doc="learned bank, or one bank token per input patch / position"),
-        "bank_size": ParamSpec("int", 32, lo=1, doc="rows of a learned bank"),
-        "max_tape": ParamSpec("int", 8, lo=1, doc="most tape tokens a sample may read"),
-        "tokens_per_step": ParamSpec("int", 2, lo=1, doc="bank entries merged per tape token"),
-        "theta": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="halting budget"),
-        "ponder_weight": ParamSpec("float", 0.01, lo=0, doc="weight of the ponder loss"),
-        "insert_after": ParamSpec("int", 0, lo=0, doc="layers run before the tape is appended"),
-    },
-    "early_exit": {
-        "enabled": ParamSpec("bool", False, doc="switch the component on"),
-        "every": ParamSpec("int", 1, lo=1, doc="an exit head after every N-th layer"),
-        "positions": ParamSpec("int_list", None, lo=1, nullable=True, doc="explicit exit layers"),
-        "criterion": ParamSpec("enum", "confidence", values=("confidence", "entropy")),
-        "threshold": ParamSpec("float", 0.9, lo=0, lo_open=True, hi=1, doc="exit certainty"),
-        "loss_weight": ParamSpec("float", 0.5, lo=0, doc="weight of the exit heads' loss"),
-    },
-    "moe": {
-        "enabled": ParamSpec("bool", False, doc="switch the component on"),
-        "experts": ParamSpec("int", 4, lo=1, doc="experts per MoE layer"),
-        "top_k": ParamSpec("int", 1, lo=1, doc="experts each token runs"),
-        "capacity_factor": ParamSpec("float", 1.25, lo=0, lo_open=True, doc="in training"),
-        "eval_capacity_factor": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="at inference"),
-        "router_noise": ParamSpec("float", 0.0, lo=0, doc="std of noise on router logits"),
-        "aux_loss_weight": ParamSpec("float", 0.01, lo=0, doc="load-balancing loss weight"),
-        "every": ParamSpec("int", 2, lo=1, doc="an MoE MLP in every N-th layer"),
-        "positions": ParamSpec("int_list", None, lo=1, nullable=True, doc="explicit MoE layers"),
-    },
-    "token_selection": {
-        "enabled": ParamSpec("bool", False, doc="switch the component on"),
-        "keep_ratio": ParamSpec("float", 0.5, lo=0, lo_open=True, hi=1, doc="share of tokens kept"),
-        "positions": ParamSpec("int_list", None, lo=1, nullable=True,
-                               doc="layers before which tokens are selected (default: middle)"),
-        "scorer": ParamSpec("enum", "learned", values=("learned", "cls_attention")),
-    },
-}
-#: the other backbones' keys, each in its own section (`model.cigt`, `model.nac`)
-BACKBONE_PARAMS = {
-    "cigt": {
-        "widths": ParamSpec("int_list", [1, 2, 4], lo=1, doc="blocks in each trellis layer"),
-        "channels": ParamSpec("int", 32, lo=1, doc="conv channels of one block"),
-        "kernel": ParamSpec("int", 5, lo=1, doc="conv kernel side of the non-leaf layers"),
-        "hidden": ParamSpec("int", 128, lo=2, doc="FC width of one leaf block"),
-        "router_dim": ParamSpec("int", 64, lo=1, doc="hidden width of each router"),
-        "ig_weight": ParamSpec("float", 1.0, lo=0, doc="information-gain loss weight (lambda)"),
-        "balance": ParamSpec("float", 1.0, lo=0, doc="weight of H(p(n)) in the gain (beta)"),
-        "temperature": ParamSpec("float", 25.0, lo=0, lo_open=True, doc="router softmax T0"),
-        "temperature_decay": ParamSpec("float", 0.9999, lo=0, lo_open=True, hi=1,
-                                       doc="T multiplies by this each optimizer step"),
-        "temperature_min": ParamSpec("float", 0.1, lo=0, lo_open=True, doc="floor of T"),
-        "warmup_epochs": ParamSpec("int", 1, lo=0, doc="epochs of random routes at the start"),
-        "random_routing": ParamSpec("float", 0.5, lo=0, hi=1,
-                                    doc="share of each batch routed at random after warm-up"),
-        "multipath_threshold": ParamSpec("float", 1.0, lo=0, lo_open=True, hi=1,
-                                         doc="at inference, also run paths more probable than this"),
-    },
-    "nac": {
-        "dim": ParamSpec("int", 64, lo=1, doc="module state width"),
-        "input_modules": ParamSpec("int", 8, lo=1, doc="modules that read the input tokens"),
-        "mediators": ParamSpec("int", 32, lo=1, doc="modules that propagate"),
-        "layers": ParamSpec("int", 4, lo=1, doc="propagation layers"),
-        "heads": ParamSpec("int", 4, lo=1, doc="attention heads; must divide dim"),
-        "signature_dim": ParamSpec("int", 16, lo=1, doc="width of module signatures"),
-        "code_dim": ParamSpec("int", 32, lo=1, doc="width of module codes"),
-        "tau": ParamSpec("float", 0.9, lo=0, lo_open=True, hi=2,
-                         doc="kernel truncation: lower is sparser"),
-        "mlp_ratio": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="FFN hidden width / dim"),
-        "patch_size": ParamSpec("int", 4, lo=1, doc="square patch side for images"),
-        "keep_ratio": ParamSpec("float", 1.0, lo=0, lo_open=True, hi=1,
-                                doc="share of mediators run at inference"),
-        "dropout": ParamSpec("float", 0.0, lo=0, hi=1, hi_open=True, doc="dropout rate"),
-        "readout_inputs": ParamSpec("bool", True,
-                                    doc="the output module also reads the input modules"),
-    },
-}
 TRAIN_PARAMS = {
     "epochs": ParamSpec("int", 5, lo=1),
     "steps": ParamSpec("int", None, lo=1, nullable=True, doc="optimizer steps; overrides epochs"),
@@ -145,9 +45,10 @@ def _param_fields(params: dict[str, ParamSpec], required: bool = True) -> dict[s
 
 def knob_param(knob: str) -> str:
     """The parameter name under which a space samples an inference knob `<component>.<knob>`."""
-    component, name = knob.split(".", 1)
-    return f"model.{component}.{name}" if component in BACKBONE_PARAMS else (
-        f"model.components.{component}.{name}")
+    prefix, name = knob.split(".", 1)
+    if prefix in BUILTIN_COMPONENTS:
+        return f"model.components.{prefix}.{name}"
+    return f"model.{prefix}.{name}"
 
 
 class TaskSpec(Strict):
@@ -172,32 +73,6 @@ class TaskSpec(Strict):
         raise ValueError(f"unknown dataset {value!r}; {hint} (or a 'module:function' factory)")
 
 
-def _component_spec(name: str) -> Any:
-    title = "".join(part.title() for part in name.split("_")) + "Spec"
-    return create_model(title, __base__=Strict, **_param_fields(COMPONENT_PARAMS[name]))
-
-
-_COMPONENT_SPECS = {name: _component_spec(name) for name in COMPONENT_PARAMS}
-ComponentsSpec = create_model(
-    "ComponentsSpec", __base__=Strict,
-    **{name: (spec, Field(default_factory=spec)) for name, spec in _COMPONENT_SPECS.items()},
-)
-
-
-_BACKBONE_SPECS = {
-    name: create_model("".join(p.title() for p in name.split("_")).upper() + "Spec", __base__=Strict,
-                       **_param_fields(params))
-    for name, params in BACKBONE_PARAMS.items()
-}
-# Which keys are required depends on the backbones a space can pick, so the checker enforces it.
-ModelSpec = create_model(
-    "ModelSpec",
-    __base__=Strict,
-    backbone=(Any, ...),
-    components=(ComponentsSpec, Field(default_factory=ComponentsSpec)),
-    **{name: (spec | None, None) for name, spec in _BACKBONE_SPECS.items()},
-    **_param_fields(MODEL_PARAMS, required=False),
-)
 TrainSpec = create_model("TrainSpec", __base__=Strict, **_param_fields(TRAIN_PARAMS))
 
 
@@ -252,7 +127,8 @@ class SearchSpec(Strict):
 class SpaceDocument(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: TaskSpec
-    model: ModelSpec  # type: ignore[valid-type]
+    #: checked key by key against the backbones' and components' declarations (see _space.py)
+    model: dict[str, Any]
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "flops"], min_length=1)
     constraints: ConstraintsSpec = Field(default_factory=ConstraintsSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)  # type: ignore[valid-type]

@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 import copy
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from condsearch.space._constraints import known_io, smallest_arch
+from condsearch._names import OBJECTIVES
+from condsearch.space._declaration import Backbone, CheckContext
 from condsearch.space._distributions import (
     Choice,
     Distribution,
     Fixed,
     ParamSpec,
-    highest,
-    lowest,
     number_hint,
     parse_param,
     show,
     suggest_key,
 )
 from condsearch.space._errors import OVERRIDE_FILE, Problem, SpaceError, dotted
-from condsearch.space._layout import EXCLUDES
+from condsearch.space._io import known_io
 from condsearch.space._lines import LineMap
 from condsearch.space._overrides import Override, apply_overrides
+from condsearch.space._registry import BackboneUnavailable, find_backbone, known_names
 from condsearch.space._schema import (
-    BACKBONE,
-    BACKBONE_PARAMS,
-    BACKBONES,
-    COMPONENT_PARAMS,
-    MODEL_PARAMS,
     NNI_TUNERS,
-    OBJECTIVES,
     SAMPLERS,
     SWEEP_KNOBS,
     TRAIN_PARAMS,
@@ -42,9 +38,33 @@ from condsearch.space._schema import (
     TaskSpec,
     model_at,
 )
+from condsearch.space.declared import BUILTIN_BACKBONES, BUILTIN_COMPONENTS
 
 PathT = tuple[str | int, ...]
 Params = dict[str, Distribution]
+BACKBONE_NAME = ParamSpec("str", doc="a backbone name, or a factory as 'package.module:function'")
+#: a key a user's backbone does not declare: any value, sampled and passed as written
+UNDECLARED = ParamSpec("any")
+_RESERVED = ("backbone", "components")
+
+
+@dataclass
+class ModelPlan:
+    """The parsed `model` section: the backbone choice and, for each backbone it can pick, its
+    declaration (None for an import path not yet trusted) and keys; the components' keys."""
+
+    backbone: Distribution
+    declarations: dict[str, Backbone | None]
+    keys: dict[str, Params]
+    components: dict[str, Params]
+
+    def section(self, name: str) -> str | None:
+        decl = self.declarations[name]
+        return decl.section if decl is not None else None
+
+    def hosts(self, name: str) -> tuple[str, ...]:
+        decl = self.declarations[name]
+        return decl.hosts if decl is not None else tuple(self.components)
 
 
 class SearchSpace:
@@ -54,15 +74,15 @@ class SearchSpace:
     `build_model` reads and export writes out.
     """
 
-    def __init__(self, doc: SpaceDocument, backbone: Distribution, model: Params,
-                 components: dict[str, Params], sections: dict[str, Params], train: Params,
-                 path: str | None, source: str) -> None:
+    def __init__(self, doc: SpaceDocument, model: ModelPlan, train: Params, path: str | None,
+                 source: str, overrides: list[str] | None = None) -> None:
         self.name: str = doc.name
         self.path = path
         self.source = source
-        self._backbone = backbone
+        self.overrides = list(overrides or [])
+        self._plan = model
         #: the backbones a trial can get, in the order the space lists them
-        self.backbones: list[str] = list(backbone.values())
+        self.backbones: list[str] = list(model.backbone.values())
         self.task: dict[str, Any] = doc.task.model_dump()
         self.objectives: list[tuple[str, str]] = [(o, OBJECTIVES[o]) for o in doc.objectives]
         self.constraints: dict[str, float | None] = {
@@ -74,20 +94,41 @@ class SearchSpace:
         self.seed: int = doc.search.seed
         #: how trials run on the ray backend: concurrency, cpus/gpus per trial, max_retries
         self.execution: dict[str, Any] = doc.search.model_dump(exclude={"trials", "seed"})
-        self._model, self._components, self._train = model, components, train
-        self._sections = sections
+        self._train = train
 
     def __repr__(self) -> str:
         return f"SearchSpace(name={self.name!r}, path={self.path!r})"
 
+    @property
+    def folder(self) -> str | None:
+        """The folder of the space's file, where import paths it names are also looked for."""
+        return str(Path(self.path).resolve().parent) if self.path else None
+
+    @property
+    def untrusted(self) -> list[str]:
+        """Backbones named by an import path whose declarations were not read (not trusted)."""
+        return [n for n, d in self._plan.declarations.items() if d is None]
+
+    def trusted(self) -> SearchSpace:
+        """This space with its import-path backbones imported and their declared keys checked
+        (SpaceError at `file:line` otherwise): a space that names `module:function` is code."""
+        if not self.untrusted:
+            return self
+        return parse_space(self.source, self.path or "<string>", self.overrides, trust_code=True)
+
+    def declaration(self, backbone: str) -> Backbone:
+        """The declaration of one of the space's backbones (imports an untrusted import path)."""
+        decl = self._plan.declarations[backbone]
+        return decl if decl is not None else find_backbone(backbone, self.folder)
+
     def distributions(self) -> dict[str, Distribution]:
         """Every searchable key by its Optuna parameter name (`model.dim`, `train.lr`, ...)."""
-        out: dict[str, Distribution] = {"model.backbone": self._backbone}
-        out.update({f"model.{k}": d for k, d in self._model.items()})
-        for comp, params in self._components.items():
+        out: dict[str, Distribution] = {"model.backbone": self._plan.backbone}
+        for name, keys in self._plan.keys.items():
+            prefix = _prefix(self._plan.section(name))
+            out.update({f"{prefix}{k}": d for k, d in keys.items()})
+        for comp, params in self._plan.components.items():
             out.update({f"model.components.{comp}.{k}": d for k, d in params.items()})
-        for name, params in self._sections.items():
-            out.update({f"model.{name}.{k}": d for k, d in params.items()})
         out.update({f"train.{k}": d for k, d in self._train.items()})
         return out
 
@@ -114,37 +155,47 @@ class SearchSpace:
         return arch
 
     def _resolve(self, pick: Any) -> dict[str, Any]:
-        backbone = pick(self._backbone, "model.backbone")
+        plan = self._plan
+        backbone = pick(plan.backbone, "model.backbone")
         train = {k: pick(d, f"train.{k}") for k, d in self._train.items()}
-        if backbone != "token_transformer":
-            section = {k: pick(d, f"model.{backbone}.{k}") for k, d in self._sections[backbone].items()}
-            return {"model": {"backbone": backbone, backbone: section}, "train": train}
+        section = plan.section(backbone)
+        prefix = _prefix(section)
+        keys = {k: pick(d, f"{prefix}{k}") for k, d in plan.keys[backbone].items()}
         model: dict[str, Any] = {"backbone": backbone}
-        model.update({k: pick(d, f"model.{k}") for k, d in self._model.items()})
-        components: dict[str, Any] = {}
-        excluded: set[str] = set()
-        for comp, params in self._components.items():
-            prefix = f"model.components.{comp}"
-            if comp in excluded or not pick(params["enabled"], f"{prefix}.enabled"):
-                components[comp] = {"enabled": False}
-                continue
-            rest = {k: pick(d, f"{prefix}.{k}") for k, d in params.items() if k != "enabled"}
-            components[comp] = {"enabled": True, **rest}
-            excluded.update(EXCLUDES.get(comp, ()))
-        model["components"] = components
+        if section is None:
+            model.update(keys)
+        else:
+            model[section] = keys
+        hosted = [c for c in plan.components if c in plan.hosts(backbone)]
+        if hosted:
+            components: dict[str, Any] = {}
+            excluded: set[str] = set()
+            for comp in hosted:
+                params = plan.components[comp]
+                at = f"model.components.{comp}"
+                if comp in excluded or not pick(params["enabled"], f"{at}.enabled"):
+                    components[comp] = {"enabled": False}
+                    continue
+                rest = {k: pick(d, f"{at}.{k}") for k, d in params.items() if k != "enabled"}
+                components[comp] = {"enabled": True, **rest}
+                excluded.update(BUILTIN_COMPONENTS[comp].excludes)
+            model["components"] = components
         return {"model": model, "train": train}
 
     def to_dict(self) -> dict[str, Any]:
         """The validated document as plain data, defaults filled in; it parses back to this space."""
-        model: dict[str, Any] = {"backbone": self._backbone.to_plain()}
-        if "token_transformer" in self.backbones:
-            model.update({k: d.to_plain() for k, d in self._model.items()})
-            model["components"] = {
-                comp: {k: d.to_plain() for k, d in params.items()}
-                for comp, params in self._components.items()
-            }
-        for name, params in self._sections.items():
-            model[name] = {k: d.to_plain() for k, d in params.items()}
+        plan = self._plan
+        model: dict[str, Any] = {"backbone": plan.backbone.to_plain()}
+        for name, keys in plan.keys.items():
+            plain = {k: d.to_plain() for k, d in keys.items()}
+            section = plan.section(name)
+            if section is None:
+                model.update(plain)
+            else:
+                model[section] = plain
+        if plan.components:
+            model["components"] = {comp: {k: d.to_plain() for k, d in params.items()}
+                                   for comp, params in plan.components.items()}
         return {
             "name": self.name,
             "task": copy.deepcopy(self.task),
@@ -159,6 +210,10 @@ class SearchSpace:
         }
 
 
+def _prefix(section: str | None) -> str:
+    return "model." if section is None else f"model.{section}."
+
+
 def _sampler(doc: SpaceDocument) -> dict[str, Any]:
     """The sampler as plain data; an NNI tuner's name reads `nni:<tuner>` (for logs and runs)."""
     spec = doc.sampler
@@ -168,24 +223,32 @@ def _sampler(doc: SpaceDocument) -> dict[str, Any]:
             "budget": dict(spec.budget), "penalty": spec.penalty}
 
 
-def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
-    """Read and validate a search-space YAML file; SpaceError lists every problem found."""
+def load_space(path: str | Path, overrides: list[str] | None = None,
+               trust_code: bool = False) -> SearchSpace:
+    """Read and validate a search-space YAML file; SpaceError lists every problem found.
+
+    A backbone named by import path (`package.module:function`) is code: it is imported, and
+    the keys it declares checked, only with `trust_code` (`SearchSpace.trusted()` does it later).
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise SpaceError([Problem(str(path), 1, "(file)", f"cannot read the file: {reason}")]) from None
-    return parse_space(text, str(path), overrides)
+    return parse_space(text, str(path), overrides, trust_code)
 
 
-def parse_space(text: str, path: str = "<string>", overrides: list[str] | None = None) -> SearchSpace:
-    """Validate search-space YAML text; `path` is only used in messages and `SearchSpace.path`."""
+def parse_space(text: str, path: str = "<string>", overrides: list[str] | None = None,
+                trust_code: bool = False) -> SearchSpace:
+    """Validate search-space YAML text; `path` names the file in messages and is where import
+    paths are also looked for (see `load_space` for `trust_code`)."""
     try:
         lines = LineMap(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpaceError([_syntax_problem(path, err)]) from None
-    check = _Checker(path, lines)
+    near = str(Path(path).resolve().parent) if path != "<string>" else None
+    check = _Checker(path, lines, near, trust_code)
     for dup_path, line, first in lines.duplicates:
         check.problems.append(Problem(path, line, dotted(dup_path),
                                       f"duplicate key; it is already set on line {first}"))
@@ -199,14 +262,13 @@ def parse_space(text: str, path: str = "<string>", overrides: list[str] | None =
         check.add((), f"expected a mapping of keys (name, task, model, ...), got {show(data)}")
         raise check.error()
     doc = check.document(data)
-    backbone, model, components, sections, train = check.params(data)
-    check.cross(data, backbone, model, components, sections)
+    plan, train = check.params(data)
+    check.cross(data, plan)
     if check.problems:
         raise check.error()
     # no problems means every part validated
-    assert doc is not None and backbone is not None and model is not None
-    return SearchSpace(doc, backbone, model, components, sections, train,
-                       None if path == "<string>" else path, text)
+    assert doc is not None and plan is not None
+    return SearchSpace(doc, plan, train, None if path == "<string>" else path, text, overrides)
 
 
 def _syntax_problem(path: str, err: yaml.YAMLError) -> Problem:
@@ -232,8 +294,10 @@ _LITERALS = {("sampler", "name"): ("sampler", SAMPLERS),
 class _Checker:
     """Collects problems, each placed at the line (or `--set`) its key came from."""
 
-    def __init__(self, path: str, lines: LineMap) -> None:
+    def __init__(self, path: str, lines: LineMap, near: str | None = None,
+                 trust_code: bool = False) -> None:
         self.path, self.lines = path, lines
+        self.near, self.trust_code = near, trust_code
         self.applied: list[Override] = []
         self.problems: list[Problem] = []
 
@@ -261,57 +325,154 @@ class _Checker:
                 self.add(loc, _pydantic_message(e))
             return None
 
-    def params(self, data: dict[str, Any]) -> tuple[
-        Distribution | None, Params | None, dict[str, Params], dict[str, Params], Params
-    ]:
-        """Parse every searchable key: (backbone, token-transformer keys, components, the other
-        backbones' sections, train). The model's are None when any of them is invalid."""
+    def params(self, data: dict[str, Any]) -> tuple[ModelPlan | None, Params]:
+        """Parse every searchable key: the model's (None when any is invalid) and train's."""
         raw_train = data.get("train") if isinstance(data.get("train"), dict) else {}
         train = self._section(("train",), raw_train, TRAIN_PARAMS) or {}
-        raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
-        backbone = self._backbone(raw_model)
+        raw_model = data.get("model")
+        if not isinstance(raw_model, dict):
+            return None, train  # the schema reports it
+        backbone, declarations = self._backbones(raw_model)
         if backbone is None:
-            return None, None, {}, {}, train
-        possible = backbone.values()
-        transformer = "token_transformer" in possible
-        if not transformer:
-            for key in (*MODEL_PARAMS, "components"):
-                if key in raw_model:
-                    self.add(("model", key), f"applies to the token_transformer backbone only, "
-                                             f"and this space's backbone is {_either(possible)}")
-        model = self._section(("model",), raw_model, MODEL_PARAMS, require=transformer)
+            return None, train
+        names = list(declarations)
+        flat = [n for n in names if declarations[n] is None or declarations[n].section is None]
+        if len(flat) > 1:
+            self.add(("model", "backbone"),
+                     f"{flat[0]} and {flat[1]} both keep their keys directly under model, so one "
+                     "space cannot choose between them; register one with a section "
+                     "(condsearch.register_backbone(..., section=NAME))")
+            return None, train
+        sections = {declarations[n].section: n for n in names if n not in flat}
+        ok = True
+        keys: dict[str, Params] = {}
+        loose = {k: v for k, v in raw_model.items() if k not in _RESERVED and k not in sections}
+        for key in [k for k in loose if k in _ALL_SECTIONS]:
+            self.add(("model", key), f"configures the {_ALL_SECTIONS[key]} backbone, and this "
+                                     f"space's backbone is {_either(names)}")
+            loose.pop(key)
+            ok = False
+        if flat:
+            parsed = self._declared(("model",), loose, declarations[flat[0]])
+            ok = ok and parsed is not None
+            keys[flat[0]] = parsed or {}
+        else:
+            for key in loose:
+                self.add(("model", key), _stray_key(key, names))
+                ok = False
+        for section, name in sections.items():
+            raw = raw_model.get(section)
+            parsed = self._declared(("model", section), raw if isinstance(raw, dict) else {},
+                                    declarations[name])
+            ok = ok and parsed is not None
+            keys[name] = parsed or {}
+        components = self._components(raw_model, declarations)
+        if components is None or not ok:
+            return None, train
+        return ModelPlan(backbone, declarations, keys, components), train
+
+    def _backbones(self, raw_model: dict[str, Any]
+                   ) -> tuple[Distribution | None, dict[str, Backbone | None]]:
+        """The backbone choice and each name's declaration; (None, {}) when any is unusable."""
+        if "backbone" not in raw_model:
+            self.add(("model", "backbone"), "missing required field")
+            return None, {}
+        dist, issues = parse_param(raw_model["backbone"], BACKBONE_NAME)
+        for sub, message in issues:
+            self.add(("model", "backbone", *sub), message)
+        if dist is None:
+            return None, {}
+        declarations: dict[str, Backbone | None] = {}
+        for i, name in enumerate(dist.values()):
+            where: PathT = ("model", "backbone") if isinstance(dist, Fixed) else (
+                "model", "backbone", "choice", i)
+            try:
+                declarations[name] = find_backbone(name, self.near, self.trust_code)
+            except BackboneUnavailable as exc:
+                message = str(exc)
+                if message == f"unknown backbone {name!r}":
+                    hint = suggest_key(name, known_names(), "expected one of")
+                    if not hint.startswith("did you mean"):
+                        hint += ", or a factory as 'package.module:function'"
+                    message += "; " + hint
+                self.add(where, message)
+        if len(declarations) < len(dist.values()):
+            return None, {}
+        return dist, declarations
+
+    def _declared(self, at: PathT, raw: dict[str, Any], decl: Backbone | None) -> Params | None:
+        """A backbone's keys: declared ones checked against their declaration; undeclared ones
+        (a user's backbone that is not strict) taken as written, unless one looks like a typo."""
+        specs = decl.params if decl is not None else {}
+        out = self._section(at, {k: v for k, v in raw.items() if k in specs}, specs)
+        ok = out is not None
+        for key, value in raw.items():
+            if key in specs:
+                continue
+            if decl is not None and (decl.strict or _close(key, list(specs))):
+                hint = suggest_key(key, list(specs)) if specs else f"{decl.name} declares no keys"
+                self.add((*at, key), f"unknown key; {hint}")
+                ok = False
+                continue
+            dist, issues = parse_param(value, UNDECLARED)
+            for sub, message in issues:
+                self.add((*at, key, *sub), message)
+            if dist is None:
+                ok = False
+            elif out is not None:
+                out[key] = dist
+        return out if ok else None
+
+    def _components(self, raw_model: dict[str, Any],
+                    declarations: dict[str, Backbone | None]) -> dict[str, Params] | None:
+        """The keys of every built-in component a backbone of the space can host."""
+        hostable = [c for c in BUILTIN_COMPONENTS if any(
+            d is None or c in d.hosts for d in declarations.values())]
+        raw_comps = raw_model.get("components", {})
+        if raw_comps is None:
+            raw_comps = {}
+        if not isinstance(raw_comps, dict):
+            self.add(("model", "components"), f"expected a mapping, got {_short(show(raw_comps))}")
+            return None
+        if raw_comps and not hostable:
+            hosts = [b.name for b in BUILTIN_BACKBONES.values() if b.hosts]
+            self.add(("model", "components"),
+                     f"applies to the {_either(hosts)} backbone only, and this space's backbone "
+                     f"is {_either(list(declarations))}")
+            return None
+        ok = True
+        for comp in raw_comps:
+            if comp not in BUILTIN_COMPONENTS:
+                self.add(("model", "components", comp), f"unknown component {comp!r}; "
+                         f"{suggest_key(comp, list(BUILTIN_COMPONENTS), 'known components are')}")
+                ok = False
+            elif comp not in hostable:
+                hosts = [n for n, d in declarations.items() if d is None or comp in d.hosts]
+                self.add(("model", "components", comp),
+                         f"no backbone of this space hosts {comp} "
+                         f"({_either(list(declarations))} hosts "
+                         f"{', '.join(sorted({h for d in declarations.values() if d for h in d.hosts})) or 'none'})"
+                         if not hosts else f"{comp} is not hosted here")
+                ok = False
         components: dict[str, Params] = {}
-        raw_comps = raw_model.get("components")
-        raw_comps = raw_comps if isinstance(raw_comps, dict) else {}
-        for comp, specs in COMPONENT_PARAMS.items():
+        for comp in hostable:
             raw = raw_comps.get(comp)
-            parsed = self._section(("model", "components", comp), raw if isinstance(raw, dict) else {}, specs)
+            if raw is not None and not isinstance(raw, dict):
+                self.add(("model", "components", comp), f"expected a mapping, got {_short(show(raw))}")
+                ok = False
+                continue
+            at = ("model", "components", comp)
+            specs = BUILTIN_COMPONENTS[comp].params
+            for key in (raw or {}):
+                if key not in specs:
+                    self.add((*at, key), f"unknown key; {suggest_key(key, list(specs))}")
+                    ok = False
+            parsed = self._section(at, {k: v for k, v in (raw or {}).items() if k in specs}, specs)
             if parsed is None:
-                model = None
+                ok = False
             else:
                 components[comp] = parsed
-        sections: dict[str, Params] = {}
-        for name, specs in BACKBONE_PARAMS.items():
-            raw = raw_model.get(name)
-            if name not in possible:
-                if raw is not None:
-                    self.add(("model", name), f"configures the {name} backbone, and this space's "
-                                              f"backbone is {_either(possible)}")
-                continue
-            parsed = self._section(("model", name), raw if isinstance(raw, dict) else {}, specs)
-            if parsed is None:
-                model = None
-            else:
-                sections[name] = parsed
-        return backbone, model, components, sections, train
-
-    def _backbone(self, raw_model: dict[str, Any]) -> Distribution | None:
-        if "backbone" not in raw_model:
-            return None  # reported by the schema as a missing field
-        dist, issues = parse_param(raw_model["backbone"], BACKBONE)
-        for sub, message in issues:
-            self.add(("model", "backbone", *sub), message.replace("unknown value", "unknown backbone"))
-        return dist
+        return components if ok else None
 
     def _section(self, at: PathT, raw: dict[str, Any], specs: dict[str, ParamSpec],
                  require: bool = True) -> Params | None:
@@ -333,116 +494,49 @@ class _Checker:
                 out[name] = dist
         return out if ok else None
 
-    def cross(self, data: dict[str, Any], backbone: Distribution | None, model: Params | None,
-              components: dict[str, Params], sections: dict[str, Params]) -> None:
-        """Checks that involve more than one key; each runs when the keys it reads are valid."""
+    def cross(self, data: dict[str, Any], plan: ModelPlan | None) -> None:
+        """Checks that involve more than one key; each runs when the keys it reads are valid.
+        Backbones and components bring their own (their declarations' `check`)."""
         objectives = data.get("objectives")
         if isinstance(objectives, list):
             self._objectives(objectives)
         self._budget(data.get("sampler"), objectives if isinstance(objectives, list)
                      else ["accuracy", "flops"], data.get("constraints"))
-        possible = backbone.values() if backbone is not None else list(BACKBONES)
         sweep = data.get("sweep")
-        if isinstance(sweep, dict):
-            self._sweep(sweep, components, possible)
-        raw_model = data.get("model") if isinstance(data.get("model"), dict) else {}
-        raw_comps = raw_model.get("components") if isinstance(raw_model.get("components"), dict) else {}
-        for comp in ("early_exit", "moe"):
-            raw = raw_comps.get(comp)
-            if isinstance(raw, dict) and "every" in raw and raw.get("positions") is not None:
-                self.add(("model", "components", comp, "positions"),
-                         "set either every or positions, not both")
+        if isinstance(sweep, dict) and plan is not None:
+            self._sweep(sweep, plan)
         task = _valid(TaskSpec, data.get("task"))
         if task is not None and task.val_fraction + task.test_fraction >= 1:
             self.add(("task", "test_fraction"),
                      f"val_fraction + test_fraction must be < 1 to leave training data, "
                      f"got {task.val_fraction} + {task.test_fraction}")
+        if plan is None:
+            return
         io = known_io(task.model_dump()) if task is not None else None
-        if model is None:
-            return
-        self._other_backbones(sections, io, task.dataset if task is not None else "")
-        if "token_transformer" not in possible:
-            return
-        deepest = highest(model["depth"])
-        for comp, where in (("early_exit", "exit positions {} must lie before the last layer "
-                                           "(1..depth-1"),
-                            ("moe", "MoE positions {} must lie within the network (1..depth"),
-                            ("token_selection", "selection positions {} must lie within the "
-                                                "network (1..depth")):
-            positions = components[comp]["positions"]
-            limit = deepest - 1 if comp == "early_exit" else deepest
-            if isinstance(positions, Fixed) and positions.value:
-                late = [p for p in positions.value if p > limit]
-                if late:
-                    self.add(("model", "components", comp, "positions"),
-                             where.format(late) + f", and depth is at most {deepest})")
-        self._dim_heads(model, ("model", "heads"))
-        self._moe(components["moe"])
-        self._adatape(components, model, io)
-        if io is not None and io["input_kind"] == "image":
-            self._patches(("model", "patch_size"), model["patch_size"], io, task.dataset)
+        dataset = task.dataset if task is not None else ""
+        raw_model = data["model"]
+        raw_comps = raw_model.get("components") or {}
+        for name, decl in plan.declarations.items():
+            if decl is None:
+                continue
+            at: PathT = ("model",) if decl.section is None else ("model", decl.section)
+            raw = raw_model if decl.section is None else (raw_model.get(decl.section) or {})
+            hosted = {c: plan.components[c] for c in decl.hosts if c in plan.components}
+
+            def context(at: PathT, params: Params, raw: Any, decl: Backbone = decl,
+                        name: str = name, hosted: dict[str, Params] = hosted) -> CheckContext:
+                return CheckContext(at, params, raw if isinstance(raw, dict) else {},
+                                    plan.keys[name], decl, hosted, io, dataset, self.add)
+
+            if decl.check is not None:
+                decl.check(context(at, plan.keys[name], raw))
+            for comp, params in hosted.items():
+                check = BUILTIN_COMPONENTS[comp].check
+                if check is not None:
+                    check(context(("model", "components", comp), params, raw_comps.get(comp)))
         constraints = _valid(ConstraintsSpec, data.get("constraints", {}))
-        only_transformer = possible == ["token_transformer"]
-        if (only_transformer and io is not None and constraints is not None
-                and constraints.max_params is not None):
-            self._max_params(constraints, model, components, io)
-
-    def _other_backbones(self, sections: dict[str, Params], io: dict[str, Any] | None,
-                         dataset: str) -> None:
-        cigt, nac = sections.get("cigt"), sections.get("nac")
-        if cigt is not None:
-            if io is not None and io["input_kind"] != "image":
-                self.add(("model", "backbone"), f"the cigt backbone is convolutional and needs "
-                                                f"images, but {dataset} gives {io['input_kind']}s")
-            if any(len(w) < 2 for w in cigt["widths"].values()):
-                self.add(("model", "cigt", "widths"),
-                         "a trellis needs at least 2 layers (the last one holds the leaves)")
-        if nac is not None:
-            self._dim_heads(nac, ("model", "nac", "heads"))
-            if io is not None and io["input_kind"] == "image":
-                self._patches(("model", "nac", "patch_size"), nac["patch_size"], io, dataset)
-
-    def _moe(self, moe: Params) -> None:
-        if True not in moe["enabled"].values():
-            return
-        experts, top_k = moe["experts"], moe["top_k"]
-        if highest(top_k) > lowest(experts):
-            self.add(("model", "components", "moe", "top_k"),
-                     f"top_k can reach {highest(top_k)} but experts can be as few as "
-                     f"{lowest(experts)}; top_k must never exceed experts")
-
-    def _adatape(self, components: dict[str, Params], model: Params,
-                 io: dict[str, Any] | None) -> None:
-        tape = components["adatape"]
-        if True not in tape["enabled"].values():
-            return
-        at = ("model", "components", "adatape")
-        if highest(tape["insert_after"]) > lowest(model["depth"]) - 1:
-            self.add((*at, "insert_after"),
-                     f"insert_after can reach {highest(tape['insert_after'])} but depth can be "
-                     f"{lowest(model['depth'])}; at least one layer must follow the tape")
-        if tape["enabled"] == Fixed(True):
-            for other in EXCLUDES["adatape"]:
-                if components[other]["enabled"] == Fixed(True):
-                    self.add(("model", "components", other, "enabled"),
-                             f"{other} cannot be on while adatape is on; with adatape enabled "
-                             f"it is switched off (give it a choice or set it false)")
-        reads = highest(tape["max_tape"]) * highest(tape["tokens_per_step"])
-        banks = tape["bank"].values()
-        if "learned" in banks and lowest(tape["bank_size"]) < reads:
-            self.add((*at, "bank_size"),
-                     f"a learned bank needs at least max_tape x tokens_per_step = {reads} rows, "
-                     f"but bank_size can be {lowest(tape['bank_size'])}")
-        if "input" in banks and io is not None:
-            if io["input_kind"] == "image":
-                _, h, w = io["input_shape"]
-                rows = min((h // p) * (w // p) for p in model["patch_size"].values() or [1])
-            else:
-                rows = int(io["input_shape"][0])
-            if rows < reads:
-                self.add((*at, "bank"),
-                         f"an input bank has one row per patch or position ({rows} here), fewer "
-                         f"than max_tape x tokens_per_step = {reads}")
+        if io is not None and constraints is not None and constraints.max_params is not None:
+            self._max_params(constraints, plan, io)
 
     def _objectives(self, names: list[Any]) -> None:
         seen: set[str] = set()
@@ -473,56 +567,46 @@ class _Checker:
                          f"constrained metric of this space; "
                          f"{suggest_key(key, costs, 'budgets apply to') if costs else 'this space has no cost'}")
 
-    def _sweep(self, sweep: dict[str, Any], components: dict[str, Params], possible: list[str]) -> None:
+    def _sweep(self, sweep: dict[str, Any], plan: ModelPlan) -> None:
+        declarations = [d for d in plan.declarations.values() if d is not None]
+        knobs = dict(SWEEP_KNOBS)
+        for decl in declarations:
+            knobs.update({decl.knob_key(k): spec for k, spec in decl.knobs.items()})
+        foreign = any(d is None or d.origin != "builtin" for d in plan.declarations.values())
+        possible_sections = {d.section or d.name for d in declarations}
         for knob, values in sweep.items():
-            if knob not in SWEEP_KNOBS:
-                hint = suggest_key(knob, list(SWEEP_KNOBS), "known knobs are")
+            if knob not in knobs:
+                hint = suggest_key(knob, list(knobs), "known knobs are")
                 self.add(("sweep", knob), f"unknown sweep knob {knob!r}; {hint}")
                 continue
             comp = knob.split(".")[0]
-            if comp in BACKBONE_PARAMS and comp not in possible:
+            if comp in _ALL_SECTIONS and comp not in possible_sections:
                 self.add(("sweep", knob), f"the backbone is never {comp} in this space "
                                           f"(model.backbone), so {knob} cannot be swept")
-            if comp in components and True not in components[comp]["enabled"].values():
+            if comp in plan.components and True not in plan.components[comp]["enabled"].values():
                 self.add(("sweep", knob), f"{comp} is never enabled in this space "
                                           f"(model.components.{comp}.enabled), so {knob} cannot be swept")
+            if comp in BUILTIN_COMPONENTS and comp not in plan.components and not foreign:
+                self.add(("sweep", knob), f"no backbone of this space hosts {comp}, so {knob} "
+                                          "cannot be swept")
             if not isinstance(values, list):
                 continue  # the schema reports it
             if not values:
                 self.add(("sweep", knob), "empty sweep; list at least one value")
             for i, value in enumerate(values):
-                problem = SWEEP_KNOBS[knob].check(value)
+                problem = knobs[knob].check(value)
                 if problem and "expected" not in problem:  # type errors come from the schema
                     self.add(("sweep", knob, i), problem)
 
-    def _dim_heads(self, model: Params, at: PathT) -> None:
-        dim, heads = model["dim"], model["heads"]
-        if isinstance(dim, Fixed) and isinstance(heads, Fixed):
-            if dim.value % heads.value:
-                self.add(at, f"dim ({dim.value}) is not divisible by heads ({heads.value})")
+    def _max_params(self, constraints: ConstraintsSpec, plan: ModelPlan,
+                    io: dict[str, Any]) -> None:
+        if len(plan.declarations) != 1:
             return
-        dims, head_counts = dim.values(), heads.values()
-        if dims is not None and head_counts is not None and not any(
-            d % h == 0 for d in dims for h in head_counts
-        ):
-            self.add(at, "no value of dim is divisible by any value of heads")
-
-    def _patches(self, at: PathT, patch: Distribution, io: dict[str, Any], dataset: str) -> None:
-        _, h, w = io["input_shape"]
-        size = f"the {h}x{w} images of {dataset}"
-        if isinstance(patch, Fixed):
-            if h % patch.value or w % patch.value:
-                self.add(at, f"patch_size {patch.value} does not divide {size}")
-        elif isinstance(patch, Choice):
-            for i, p in enumerate(patch.items):
-                if h % p or w % p:
-                    self.add((*at, "choice", i), f"patch_size {p} does not divide {size}")
-        elif not any(h % p == 0 and w % p == 0 for p in patch.values() or []):
-            self.add(at, f"no patch_size in this range divides {size}")
-
-    def _max_params(self, constraints: ConstraintsSpec, model: Params,
-                    components: dict[str, Params], io: dict[str, Any]) -> None:
-        smallest = smallest_arch(model, components, io)
+        name, decl = next(iter(plan.declarations.items()))
+        if decl is None or decl.fewest_params is None:
+            return
+        hosted = {c: plan.components[c] for c in decl.hosts if c in plan.components}
+        smallest = decl.fewest_params(plan.keys[name], hosted, io)
         limit = constraints.max_params
         if smallest is None or limit is None or smallest[0] <= limit:
             return
@@ -533,6 +617,25 @@ class _Checker:
         self.add(("constraints", "max_params"),
                  f"no architecture of this space can satisfy it: the smallest has {count:,} "
                  f"parameters ({where}), above max_params = {limit:,.0f}")
+
+
+#: section name -> backbone, for the built-in backbones whose keys sit in a section
+_ALL_SECTIONS = {b.section: b.name for b in BUILTIN_BACKBONES.values() if b.section}
+
+
+def _close(word: str, options: list[str]) -> bool:
+    """Whether `word` looks like a typo of one of `options` (one or two letters off)."""
+    return bool(difflib.get_close_matches(word, options, n=1, cutoff=0.8))
+
+
+def _stray_key(key: str, names: list[str]) -> str:
+    """Why a key directly under `model` does not belong there in a space of `names`."""
+    owners = [b.name for b in BUILTIN_BACKBONES.values() if b.section is None and key in b.params]
+    if owners:
+        return (f"applies to the {owners[0]} backbone only, and this space's backbone is "
+                f"{_either(names)}")
+    return (f"unknown key; the keys of {_either(names)} sit in their own section "
+            f"(model.<backbone>)")
 
 
 def _either(names: list[str]) -> str:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from condsearch.blocks import adaptive_blocks, total_aux_loss
+from condsearch.space import TRAIN_PARAMS, complete
 from condsearch.train._device import seed_everything
 from condsearch.train._evaluate import accuracy
 
@@ -50,22 +51,24 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train `model` on task.train and return one record per epoch (train_loss, val_accuracy).
 
-    `cfg` is the arch's `train` section. `steps`, when set, is the budget; otherwise `epochs`.
+    `cfg` is the arch's `train` section; a key it lacks takes its declared default
+    (`condsearch.space.TRAIN_PARAMS`). `steps`, when set, is the budget; otherwise `epochs`.
     """
+    cfg = complete(TRAIN_PARAMS, cfg)
     seed_everything(seed)
     x_train, y_train = (t.to(device) for t in task.train)
-    n, batch = x_train.shape[0], int(cfg.get("batch_size", 128))
+    n, batch = x_train.shape[0], int(cfg["batch_size"])
     per_epoch = max(1, math.ceil(n / batch))
-    total = int(cfg["steps"]) if cfg.get("steps") else int(cfg.get("epochs", 5)) * per_epoch
+    total = int(cfg["steps"]) if cfg["steps"] else int(cfg["epochs"]) * per_epoch
     epochs = math.ceil(total / per_epoch)
     model.to(device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(cfg.get("lr", 1e-3)), weight_decay=float(cfg.get("weight_decay", 0.05))
+        model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"])
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(total, float(cfg.get("warmup_fraction", 0.05)))
+        optimizer, _schedule(total, float(cfg["warmup_fraction"]))
     )
-    bf16 = cfg.get("precision") == "bf16" and device.type == "cuda"
+    bf16 = cfg["precision"] == "bf16" and device.type == "cuda"
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     step = 0
@@ -94,7 +97,7 @@ def fit(
             seen += idx.numel()
         record = {
             "train_loss": running / max(1, seen),
-            "val_accuracy": accuracy(model, task.val, int(cfg.get("eval_batch_size", 256)), device),
+            "val_accuracy": accuracy(model, task.val, int(cfg["eval_batch_size"]), device),
         }
         history.append(record)
         if on_epoch is not None:
