@@ -46,7 +46,8 @@ class Session:
         """The plain-data description of a sampled trial that `run_trial` executes."""
         return TrialSpec(number=trial.number, arch=arch, task=self.space.task,
                          sweep=self.space.sweep, seed=self.seed + trial.number,
-                         tracking=self.target, objectives=self.space.objectives)
+                         tracking=self.target, objectives=self.space.objectives,
+                         code_paths=self.space.code_paths)
 
     def record(self, trial: Any, arch: dict[str, Any], result: TrialResult, seconds: float) -> None:
         """Tell the study the outcome (FAIL without finite objectives), add derived points,

@@ -6,6 +6,7 @@ It depends only on what its TrialSpec holds, so the local and the Ray backend ca
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -33,6 +34,9 @@ class TrialSpec:
     objectives: list[tuple[str, str]] = field(
         default_factory=lambda: [("accuracy", "maximize"), ("flops", "minimize")]
     )
+    #: folders searched for a backbone named by import path (the space file's folder), so a
+    #: worker process imports the same code as the driver
+    code_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +121,9 @@ def _device_name(spec: TrialSpec) -> str | None:
 def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None
               ) -> TrialResult:
     """Train and measure one candidate; a failure is returned (ok=False), never raised."""
+    for folder in spec.code_paths:
+        if folder not in sys.path:
+            sys.path.append(folder)
     tags = {"condsearch.trial": str(spec.number), "condsearch.role": "trial"}
     device_name = _device_name(spec)
     if device_name is not None:  # written with the run itself, not by a later tag write

@@ -27,7 +27,12 @@ from condsearch.space._errors import OVERRIDE_FILE, Problem, SpaceError, dotted
 from condsearch.space._io import known_io
 from condsearch.space._lines import LineMap
 from condsearch.space._overrides import Override, apply_overrides
-from condsearch.space._registry import BackboneUnavailable, find_backbone, known_names
+from condsearch.space._registry import (
+    BackboneUnavailable,
+    find_backbone,
+    is_import_path,
+    known_names,
+)
 from condsearch.space._schema import (
     NNI_TUNERS,
     SAMPLERS,
@@ -103,6 +108,12 @@ class SearchSpace:
     def folder(self) -> str | None:
         """The folder of the space's file, where import paths it names are also looked for."""
         return str(Path(self.path).resolve().parent) if self.path else None
+
+    @property
+    def code_paths(self) -> list[str]:
+        """Folders a trial searches for the space's import-path backbones (its file's folder)."""
+        named = any(is_import_path(name) for name in self.backbones)
+        return [self.folder] if named and self.folder else []
 
     @property
     def untrusted(self) -> list[str]:
