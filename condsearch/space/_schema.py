@@ -21,15 +21,20 @@ SWEEP_KNOBS = {
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 TRAIN_PARAMS = {
-    "epochs": ParamSpec("int", 5, lo=1),
+    "epochs": ParamSpec("int", 5, lo=1, doc="passes over the training split"),
     "steps": ParamSpec("int", None, lo=1, nullable=True, doc="optimizer steps; overrides epochs"),
-    "batch_size": ParamSpec("int", 128, lo=1),
-    "lr": ParamSpec("float", 1e-3, lo=0, lo_open=True),
-    "weight_decay": ParamSpec("float", 0.05, lo=0),
-    "warmup_fraction": ParamSpec("float", 0.05, lo=0, hi=1, hi_open=True),
-    "eval_batch_size": ParamSpec("int", 256, lo=1),
-    "device": ParamSpec("enum", "auto", values=("auto", "cpu", "cuda")),
-    "precision": ParamSpec("enum", "fp32", values=("fp32", "bf16")),
+    "batch_size": ParamSpec("int", 128, lo=1, doc="training batch size"),
+    "lr": ParamSpec("float", 1e-3, lo=0, lo_open=True,
+                    doc="AdamW peak learning rate (linear warm-up, then cosine decay)"),
+    "weight_decay": ParamSpec("float", 0.05, lo=0, doc="AdamW weight decay"),
+    "warmup_fraction": ParamSpec("float", 0.05, lo=0, hi=1, hi_open=True,
+                                 doc="share of the steps spent in linear warm-up"),
+    "eval_batch_size": ParamSpec("int", 256, lo=1,
+                                 doc="batch size of evaluation and FLOP counting"),
+    "device": ParamSpec("enum", "auto", values=("auto", "cpu", "cuda"),
+                        doc="`auto` takes CUDA when present"),
+    "precision": ParamSpec("enum", "fp32", values=("fp32", "bf16"),
+                           doc="`bf16` autocast in training (CUDA only)"),
 }
 
 

@@ -36,7 +36,7 @@ concurrency 2 the throughput of this machine's 2 cores.
 
 Memory: the resident set (VmRSS) of the search process after every trial, and its peak.
 
-Targets (DESIGN.md): overhead <= 0.1 s per trial locally, flat up to 1,000 trials; <= 1.5 s on
+Targets (docs/architecture.md): overhead <= 0.1 s per trial locally, flat up to 1,000 trials; <= 1.5 s on
 Ray; the local search process under 1.5 GB resident after 1,000 trials. "Flat" is judged here by
 the least-squares slope of the per-trial overhead over the whole search (trial 1, which pays the
 first imports, left out): its growth over 1,000 trials must stay within 20% of the median

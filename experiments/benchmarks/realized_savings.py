@@ -11,11 +11,11 @@ machine's noise moves it), and the JSON the same figure from the thread's CPU ti
 
 - MoE (batch 256, 17 tokens = 16 patches + CLS): a stack of `TransformerLayer`s whose MLP is
   `MoEFeedForward(dim, hidden, E, k)`, against (a) the same stack with a dense MLP of hidden
-  k*hidden, equal active FLOPs: figure = MoE time / dense time, target <= 1/0.7 (DESIGN.md: >= 0.7 of its
+  k*hidden, equal active FLOPs: figure = MoE time / dense time, target <= 1/0.7 (docs/architecture.md: >= 0.7 of its
   speed); and (b) the dense MLP of hidden E*hidden, "all experts", which is what MoE saves
   against: figure = realized speedup, target >= 0.7.
 - Token selection (batch 1 and 256): `TokenSelection` before the second half of the layers against
-  the same stack without it; figure = realized speedup, target >= 0.8 (ours: DESIGN.md names none).
+  the same stack without it; figure = realized speedup, target >= 0.8 (ours: docs/architecture.md names none).
   A larger model (more tokens, wider) is also run at batch 1, to show where batch 1 pays off.
 - Early exit (batch 1 over many distinct samples; batch 256 for information): `build_model` with an
   exit after every layer (random weights, heads scaled to a common certainty so exits spread over
@@ -25,14 +25,14 @@ machine's noise moves it), and the JSON the same figure from the thread's CPU ti
 - CIGT routing (batch 1 over many distinct samples, and batch 256): `condsearch.models.CIGT` with
   a [1, 2, 4] trellis in eval mode (each sample runs one block per layer; rows are grouped by
   route), against the unconditional thick network (`thick_baseline`: every layer as wide as all
-  of its blocks together); figure = realized speedup, target >= 0.8 at batch 1 (ours: DESIGN.md
+  of its blocks together); figure = realized speedup, target >= 0.8 at batch 1 (ours: docs/architecture.md
   names none for CIGT; it is the early exit / NAC one). Random weights, BatchNorm statistics
   calibrated on random inputs and router biases shifted so routes spread evenly over the blocks.
   For information also against the thin network (`thin_baseline`, one path and no routers):
   t(CIGT) / t(thin) is the cost of routing. A wider trellis is also run at batch 1.
 - NAC module dropping (batch 1 and 256): `condsearch.models.NAC` on 28x28 images (patch 4) with
   `nac.keep_ratio` r against the same weights at keep 1; figure = realized speedup, target >= 0.8
-  at batch 1 (DESIGN.md). A larger circuit is also run at batch 1.
+  at batch 1 (docs/architecture.md). A larger circuit is also run at batch 1.
 
 `--only SECTION ...` re-measures some sections and merges their rows into the existing report.
 
@@ -73,12 +73,12 @@ from condsearch.models._embed import PatchEmbed, Tokenizer
 from condsearch.models._layers import ClassHead, DenseTrunk, TransformerLayer
 
 TARGETS = {
-    "moe_time_ratio_vs_equal_active": 1 / 0.7,  # DESIGN.md: >= 0.7 against equal active FLOPs
+    "moe_time_ratio_vs_equal_active": 1 / 0.7,  # docs/architecture.md: >= 0.7 against equal active FLOPs
     "moe_realized_vs_all_experts": 0.7,
-    "token_selection_realized": 0.8,  # ours: DESIGN.md names no target for token selection
-    "early_exit_realized_batch1": 0.8,  # DESIGN.md
-    "cigt_realized_batch1": 0.8,  # ours: DESIGN.md names none; the early exit / NAC one
-    "nac_realized_batch1": 0.8,  # DESIGN.md (module dropping)
+    "token_selection_realized": 0.8,  # ours: docs/architecture.md names no target for token selection
+    "early_exit_realized_batch1": 0.8,  # docs/architecture.md
+    "cigt_realized_batch1": 0.8,  # ours: docs/architecture.md names none; the early exit / NAC one
+    "nac_realized_batch1": 0.8,  # docs/architecture.md (module dropping)
 }
 
 #: how the table names a time-ratio figure, by component
@@ -756,8 +756,8 @@ def main() -> None:
                           "0.7 of the dense speed); for CIGT, against the thin net (one path, "
                           "no routers), it is informational: the cost of routing",
             "times_ms": "median per forward pass, per sample where batch is 1",
-            "token_selection_target": "0.8 is ours; DESIGN.md names no target for it",
-            "cigt_target": "0.8 at batch 1 is ours (the early exit / NAC target); DESIGN.md "
+            "token_selection_target": "0.8 is ours; docs/architecture.md names no target for it",
+            "cigt_target": "0.8 at batch 1 is ours (the early exit / NAC target); docs/architecture.md "
                            "names no target for CIGT",
             "section_runs": "when each section was last measured (an --only run re-measures "
                             "some sections and keeps the others' rows); machine.load_average_* "

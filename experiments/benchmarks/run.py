@@ -8,7 +8,7 @@ Runs (or, with `--reuse`, reads the JSON last written by) each benchmark beside 
   trials, memory, and scaling (trials per hour at Ray concurrency 1 and 2);
 
 then writes `RESULTS.md` and `results.json` (the machine, every figure, its target from the
-design document's "Performance targets", ✓ or ✗, and for each ✗ the profiled reason).
+docs/architecture.md's "Performance targets", ✓ or ✗, and for each ✗ the profiled reason).
 
     python experiments/benchmarks/run.py            # every benchmark, full size (about 20 min)
     python experiments/benchmarks/run.py --reuse    # no new measurement: report the last JSONs
@@ -153,7 +153,7 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
     missed = [r for r in rows if r["ok"] is False]
     lines = ["# Benchmark results", "",
              "Written by `python experiments/benchmarks/run.py`; do not edit by hand. Targets are "
-             "the design document's \"Performance targets\" (where it names none, the target is "
+             "docs/architecture.md's \"Performance targets\" (where it names none, the target is "
              "ours, and the benchmark's README says so). Each benchmark's README defines its "
              "figures and how they are timed.", "",
              f"Machine: {host}.", "",
