@@ -29,7 +29,9 @@ class EarlyExit(AdaptiveBlock):
 
     In eval mode the samples that exit are removed from the batch, so the remaining layers run
     only on the samples still alive. In training every head sees every sample and `aux_loss`
-    is the weighted cross-entropy of the intermediate heads.
+    is the weighted cross-entropy of the intermediate heads. `make_head(position)` builds the
+    head that sits after `position` layers (1-based; `len(layers)` for the final head), so heads
+    may differ where the layers' outputs do (e.g. the widths of a conv net's stages).
     """
 
     knob_prefix = "early_exit"
@@ -37,7 +39,7 @@ class EarlyExit(AdaptiveBlock):
     def __init__(
         self,
         layers: Sequence[nn.Module],
-        make_head: Callable[[], nn.Module],
+        make_head: Callable[[int], nn.Module],
         positions: Sequence[int],
         criterion: str = "confidence",
         threshold: float = 0.9,
@@ -52,8 +54,8 @@ class EarlyExit(AdaptiveBlock):
             raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
         self.layers = nn.ModuleList(layers)
         self.positions = sorted(set(positions))
-        self.exit_heads = nn.ModuleList(make_head() for _ in self.positions)
-        self.final_head = make_head()
+        self.exit_heads = nn.ModuleList(make_head(p) for p in self.positions)
+        self.final_head = make_head(depth)
         self.criterion = criterion
         self.threshold = float(threshold)
         self.loss_weight = float(loss_weight)

@@ -1,8 +1,10 @@
 """Backbones that host the adaptive blocks, and build_model()."""
 
-from condsearch.models._build import BACKBONES, build_model
+from condsearch.models._build import backbone_of, build_model, complete_model
 from condsearch.models._cigt import CIGT
+from condsearch.models._conv_net import ConvNet
 from condsearch.models._nac import NAC
 from condsearch.models._token_transformer import TokenTransformer
 
-__all__ = ["BACKBONES", "CIGT", "NAC", "TokenTransformer", "build_model"]
+__all__ = ["CIGT", "NAC", "ConvNet", "TokenTransformer", "backbone_of", "build_model",
+           "complete_model"]
