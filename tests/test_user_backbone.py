@@ -90,6 +90,7 @@ def recorded_and_reevaluated(folder: Path, export: Path, env: dict[str, str]
     return recorded, again
 
 
+@pytest.mark.slow
 def test_a_backbone_named_by_import_path_runs_the_whole_cli_and_its_export_reproduces(
         user_folder: Path):
     (user_folder / "space.yaml").write_text(SPACE.format(name="user_cnn", backbone="mynets:build"))
@@ -114,6 +115,7 @@ def test_a_backbone_named_by_import_path_runs_the_whole_cli_and_its_export_repro
     assert again["flops"] == recorded["flops"]
 
 
+@pytest.mark.slow
 def test_the_sweep_of_a_hosted_component_adds_derived_points(user_folder: Path):
     import optuna
 
@@ -125,6 +127,7 @@ def test_the_sweep_of_a_hosted_component_adds_derived_points(user_folder: Path):
     assert len(derived) == 2 * len(trained_with_exits)
 
 
+@pytest.mark.slow
 def test_an_export_whose_factory_cannot_be_imported_says_what_to_do(user_folder: Path,
                                                                     tmp_path: Path):
     code = f"import condsearch as cs\ncs.load_exported({str(user_folder / 'exp')!r})\n"
@@ -136,6 +139,7 @@ def test_an_export_whose_factory_cannot_be_imported_says_what_to_do(user_folder:
     assert "install the package that provides it or put its folder on PYTHONPATH" in last
 
 
+@pytest.mark.slow
 def test_a_misspelt_declared_key_is_pointed_at_with_a_suggestion(user_folder: Path):
     text = SPACE.format(name="typo", backbone="mynets:build").replace("  width:", "  widht:")
     (user_folder / "typo.yaml").write_text(text)
@@ -156,6 +160,7 @@ def test_an_undeclared_key_is_sampled_and_passed_as_written(user_folder: Path):
     assert "model.width" in parsed.distributions()
 
 
+@pytest.mark.slow
 def test_an_unimportable_factory_is_one_line_and_exit_2(user_folder: Path):
     (user_folder / "missing.yaml").write_text(SPACE.format(name="m", backbone="nosuchmod:build"))
     done = run(["search", "missing.yaml", "--workdir", "m", "--quiet"], user_folder)
@@ -166,6 +171,7 @@ def test_an_unimportable_factory_is_one_line_and_exit_2(user_folder: Path):
                            "module named 'nosuchmod'")
 
 
+@pytest.mark.slow
 def test_a_backbone_registered_by_name_searches_exports_and_reproduces(user_folder: Path,
                                                                       tmp_path: Path):
     sys.path.insert(0, str(user_folder))
@@ -191,6 +197,7 @@ def test_a_backbone_registered_by_name_searches_exports_and_reproduces(user_fold
         sys.path.remove(str(user_folder))
 
 
+@pytest.mark.slow
 def test_a_backbone_from_an_installed_packages_entry_point_works_from_the_cli(tmp_path: Path):
     site = tmp_path / "site"
     package = site / "usernets"
@@ -228,3 +235,12 @@ def test_declarations_refuse_what_they_cannot_honour():
     with pytest.raises(TypeError, match="condsearch.Param"):
         cs.register_backbone("x", lambda model, io: None, params={"width": 8})
 
+
+
+def test_a_typo_next_to_a_declared_key_is_caught_in_process_too(user_folder: Path):
+    text = SPACE.format(name="typo", backbone="mynets:build").replace("  width:", "  widht:")
+    with pytest.raises(cs.SpaceError) as caught:
+        parse_space(text, str(user_folder / "typo.yaml"), trust_code=True)
+    assert str(caught.value) == f"{user_folder / 'typo.yaml'}:5: model.widht: unknown key; did you mean 'width'?"
+    untrusted = parse_space(text, str(user_folder / "typo.yaml"))
+    assert untrusted.untrusted == ["mynets:build"]
