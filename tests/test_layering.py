@@ -47,7 +47,8 @@ def test_the_shared_names_import_nothing():
 
 
 def test_an_optuna_sampler_loads_no_interop_module():
-    out = fresh("import sys, condsearch.orchestrate\n"
+    out = fresh("import sys, condsearch, condsearch.orchestrate\n"
+                "assert callable(condsearch.search)  # the public search function\n"
                 "from condsearch.orchestrate._samplers import make_sampler\n"
                 "sampler = make_sampler({'name': 'tpe'}, 0)\n"
                 "print(type(sampler).__name__)\n"

@@ -244,3 +244,26 @@ def test_a_typo_next_to_a_declared_key_is_caught_in_process_too(user_folder: Pat
     assert str(caught.value) == f"{user_folder / 'typo.yaml'}:5: model.widht: unknown key; did you mean 'width'?"
     untrusted = parse_space(text, str(user_folder / "typo.yaml"))
     assert untrusted.untrusted == ["mynets:build"]
+
+
+def test_a_registered_backbone_brings_its_own_checks_and_depth():
+    def stages_must_be_few(ctx):
+        if max(ctx.params["stages"].values()) > 4:
+            ctx.add("stages", "at most 4 stages")
+
+    cs.register_backbone("staged", "mynets:build", hosts=("early_exit",),
+                         params={"stages": cs.Param("int", 2, lo=1)}, check=stages_must_be_few,
+                         depth=lambda keys: (min(keys["stages"].values()),
+                                             max(keys["stages"].values())))
+    try:
+        text = ("name: s\ntask: {dataset: digits}\nmodel:\n  backbone: staged\n"
+                "  stages: {choice: [2, 5]}\n  components:\n    early_exit:\n"
+                "      enabled: true\n      positions: [5]\n")
+        with pytest.raises(cs.SpaceError) as caught:
+            parse_space(text, "s.yaml")
+        assert str(caught.value).splitlines() == [
+            "s.yaml:5: model.stages: at most 4 stages",
+            "s.yaml:9: model.components.early_exit.positions: exit positions [5] must lie before "
+            "the last layer (1..depth-1, and depth is at most 5)"]
+    finally:
+        unregister_backbone("staged")

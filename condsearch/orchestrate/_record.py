@@ -62,10 +62,14 @@ def _knob_params(trial_params: dict[str, Any], distributions: dict[str, Any],
     """The trial's params with each swept knob's value put in where the space sampled it."""
     params = dict(trial_params)
     for knob, value in knobs.items():
-        key = knob_param(knob)
-        dist = distributions.get(key)
-        if dist is not None and distribution_contains(dist, value):
-            params[key] = value
+        # a backbone that keeps its keys directly under `model` samples its knob as model.<knob>
+        flat = f"model.{knob.split('.', 1)[1]}"
+        for key in (knob_param(knob), *(() if knob_param(knob).startswith(
+                "model.components.") else (flat,))):
+            dist = distributions.get(key)
+            if dist is not None and distribution_contains(dist, value):
+                params[key] = value
+                break
     return params
 
 

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from condsearch.space._declaration import Backbone
+from condsearch.space._declaration import Backbone, Check, Params
 from condsearch.space._distributions import ParamSpec
 from condsearch.space.declared import BUILTIN_BACKBONES, BUILTIN_COMPONENTS
 
@@ -55,16 +55,18 @@ def _check_params(params: Mapping[str, ParamSpec] | None) -> dict[str, ParamSpec
 
 
 def declare_backbone(*, params: Mapping[str, ParamSpec] | None = None, hosts: tuple[str, ...] = (),
-            section: str | None = None, knobs: Mapping[str, ParamSpec] | None = None,
-            strict: bool = False, doc: str = "") -> Callable[[Callable], Callable]:
+                     section: str | None = None, knobs: Mapping[str, ParamSpec] | None = None,
+                     strict: bool = False, check: Check | None = None,
+                     depth: Callable[[Params], tuple[int, int]] | None = None,
+                     doc: str = "") -> Callable[[Callable], Callable]:
     """Decorator stating a factory's parameters and the components it hosts, so a space that
     names it by import path (`model.backbone: "pkg.mod:build"`) is validated against them."""
 
     def mark(factory: Callable) -> Callable:
         setattr(factory, DECLARATION_ATTR, Backbone(
             name="", factory=factory, params=_check_params(params), section=section,
-            hosts=_check_hosts(hosts), knobs=dict(knobs or {}), strict=strict,
-            doc=doc or (factory.__doc__ or "").strip().split("\n")[0]))
+            hosts=_check_hosts(hosts), knobs=dict(knobs or {}), strict=strict, check=check,
+            depth=depth, doc=doc or (factory.__doc__ or "").strip().split("\n")[0]))
         return factory
 
     return mark
@@ -73,13 +75,17 @@ def declare_backbone(*, params: Mapping[str, ParamSpec] | None = None, hosts: tu
 def register_backbone(name: str, factory: str | Callable[..., Any], *,
                       params: Mapping[str, ParamSpec] | None = None, hosts: tuple[str, ...] = (),
                       section: str | None = None, knobs: Mapping[str, ParamSpec] | None = None,
-                      strict: bool = False, doc: str = "") -> Backbone:
+                      strict: bool = False, check: Check | None = None,
+                      depth: Callable[[Params], tuple[int, int]] | None = None,
+                      doc: str = "") -> Backbone:
     """Make `model.backbone: <name>` build with `factory(model_section, io) -> nn.Module`.
 
     `factory` is a callable or its import path `module:function` (imported when first built).
     `params` declares keys (`condsearch.Param`: type, range, default, help), validated like the
     built-ins' with `file:line` messages; `hosts` names the built-in components its model may
-    hold under `model.components`. Registering a name again replaces it; built-in names are
+    hold under `model.components`. `check(ctx)` adds cross-key checks (`condsearch.space.
+    CheckContext`); `depth(keys)` gives the (lowest, highest) count of layers that hosted
+    components' positions index. Registering a name again replaces it; built-in names are
     refused.
     """
     if not re.match(r"^[A-Za-z_][\w.-]*$", name) or ":" in name:
@@ -91,7 +97,7 @@ def register_backbone(name: str, factory: str | Callable[..., Any], *,
     declared = _check_params(params)
     decl = Backbone(name=name, factory=factory, params=declared, section=section,
                     hosts=_check_hosts(hosts), knobs=dict(knobs or {}), strict=strict,
-                    origin="registered", doc=doc)
+                    check=check, depth=depth, origin="registered", doc=doc)
     _registered[name] = decl
     return decl
 
