@@ -52,13 +52,13 @@ def test_no_builder_or_trainer_holds_a_second_default_for_a_declared_key():
 
 def test_the_nni_key_table_is_the_declarations():
     expected = {f"train.{k}": s for k, s in TRAIN_PARAMS.items()}
-    for backbone in BUILTIN_BACKBONES.values():
+    for backbone in (*BUILTIN_BACKBONES.values(), find_backbone("conv_net")):
         expected.update({backbone.param_name(k): s for k, s in backbone.params.items()})
     for comp in BUILTIN_COMPONENTS.values():
         expected.update({f"model.components.{comp.name}.{k}": s for k, s in comp.params.items()})
     table = {k: v for k, v in KEY_SPECS.items() if k != "model.backbone"}
     assert table == expected
-    assert set(KEY_SPECS["model.backbone"].values) == set(BUILTIN_BACKBONES)
+    assert set(KEY_SPECS["model.backbone"].values) == {*BUILTIN_BACKBONES, "conv_net"}
 
 
 def test_every_sweep_knob_is_a_declared_key_of_its_owner():

@@ -13,6 +13,8 @@ from condsearch.data._task import Task, as_images, make_task
 
 #: parity entries -1, 0, +1 are token ids 0, 1, 2
 PARITY_VOCAB = 3
+#: the largest value of a digits pixel
+DIGITS_PEAK = 16.0
 
 
 def parity_arrays(size: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +29,7 @@ def parity_arrays(size: int, length: int, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def parity(spec: dict[str, Any]) -> Task:
+    """The generated parity task: token sequences, which no `normalize` touches."""
     x, y = parity_arrays(int(spec.get("size", 12000)), int(spec.get("length", 16)),
                          int(spec.get("seed", 0)))
     task = make_task("parity", x, y, spec)
@@ -36,7 +39,7 @@ def parity(spec: dict[str, Any]) -> Task:
 
 @functools.lru_cache(maxsize=1)
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The digits images (float32 N×1×8×8 in [0, 1]) and labels, parsed once per process.
+    """The digits images (float32 N×1×8×8, values 0..16) and labels, parsed once per process.
 
     scikit-learn parses its CSV on every call, which cost a search about 27 ms a trial. The
     arrays are read-only because every trial shares them.
@@ -50,7 +53,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
         bunch = load_digits()
         pixels, target = bunch.images, bunch.target
-    images, labels = as_images(pixels, 16.0), np.asarray(target, dtype=np.int64)
+    images, labels = as_images(pixels), np.asarray(target, dtype=np.int64)
     images.flags.writeable = False
     labels.flags.writeable = False
     return images, labels
@@ -68,6 +71,7 @@ def _digits_csv() -> Path | None:
 
 
 def digits(spec: dict[str, Any]) -> Task:
-    """scikit-learn's bundled 8×8 digits (1,797 images, values 0..16), scaled to [0, 1]."""
+    """scikit-learn's bundled 8×8 digits (1,797 images, values 0..16); `max` (the default)
+    divides by 16, the format's maximum, so the values lie in [0, 1]."""
     images, labels = digits_arrays()
-    return make_task("digits", images, labels, spec)
+    return make_task("digits", images, labels, spec, normalize="max", peak=DIGITS_PEAK)

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from condsearch.data._task import Task, TaskError, as_images, make_task
+from condsearch.data._task import Task, TaskError, make_task
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+#: the largest value of an unsigned-byte pixel
+PIXEL_PEAK = 255.0
 _FILES = {
     "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
@@ -54,7 +56,10 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 def fashion_mnist(spec: dict[str, Any]) -> Task:
-    """The full 60k / 10k set; validation is carved from the 60k, the 10k is the test split."""
+    """The full 60k / 10k set; validation is carved from the 60k, the 10k is the test split.
+
+    `max` (the default) divides the pixels by 255, so the values lie in [0, 1].
+    """
     directory = Path(spec.get("path") or FASHION_MNIST_DIR)
     found = {key: _find(directory, stem) for key, stem in _FILES.items()}
     missing = [_FILES[k] for k, p in found.items() if p is None]
@@ -65,6 +70,5 @@ def fashion_mnist(spec: dict[str, Any]) -> Task:
             f"(it puts the IDX files in {FASHION_MNIST_DIR}), or point task.path at a "
             "directory holding the four IDX files.")
     arrays = {key: read_idx(path) for key, path in found.items()}  # type: ignore[arg-type]
-    test = (as_images(arrays["x_test"], 255.0), arrays["y_test"])
-    return make_task("fashion_mnist", as_images(arrays["x_train"], 255.0), arrays["y_train"],
-                     spec, test=test)
+    return make_task("fashion_mnist", arrays["x_train"], arrays["y_train"], spec,
+                     test=(arrays["x_test"], arrays["y_test"]), normalize="max", peak=PIXEL_PEAK)

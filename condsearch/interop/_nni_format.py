@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from condsearch._names import OBJECTIVES
+from condsearch.space._declaration import Backbone
 from condsearch.space._distributions import (
     Choice,
     Distribution,
@@ -31,14 +32,35 @@ from condsearch.space._distributions import (
     show,
     suggest_key,
 )
+from condsearch.space._registry import BackboneUnavailable, find_backbone, known_names
 from condsearch.space._schema import TRAIN_PARAMS
 from condsearch.space.declared import BUILTIN_BACKBONES, BUILTIN_COMPONENTS
 
-# The key table, from the built-ins' declarations: NNI's format carries the built-in backbones
-# and components (a user's backbone has no fixed keys to convert back from).
-BACKBONE = ParamSpec("enum", "token_transformer", values=tuple(BUILTIN_BACKBONES))
-MODEL_PARAMS = BUILTIN_BACKBONES["token_transformer"].params
-BACKBONE_PARAMS = {b.section: b.params for b in BUILTIN_BACKBONES.values() if b.section}
+
+def _convertible() -> dict[str, Backbone]:
+    """The backbones NNI's format carries: the built-ins and every installed one whose keys are
+    all declared (`strict`, as conv_net); an import path or an undeclared key has no fixed table
+    to convert back from."""
+    out = dict(BUILTIN_BACKBONES)
+    for name in known_names():
+        if name in out:
+            continue
+        try:
+            decl = find_backbone(name)
+        except BackboneUnavailable:
+            continue
+        if decl.strict:
+            out[name] = decl
+    return out
+
+
+# The key table, from the declarations.
+CONVERTIBLE = _convertible()
+BACKBONE = ParamSpec("enum", "token_transformer", values=tuple(CONVERTIBLE))
+#: a key directly under `model` -> the backbone that declares it
+FLAT_KEYS = {k: b.name for b in reversed(CONVERTIBLE.values()) if b.section is None
+             for k in b.params}
+BACKBONE_PARAMS = {b.section: b.params for b in CONVERTIBLE.values() if b.section}
 COMPONENT_PARAMS = {c.name: c.params for c in BUILTIN_COMPONENTS.values()}
 EXCLUDES = {c.name: c.excludes for c in BUILTIN_COMPONENTS.values() if c.excludes}
 
@@ -63,7 +85,9 @@ class ConvertError(ValueError):
 def _key_specs() -> dict[str, ParamSpec]:
     """Every condsearch parameter name -> the spec of the key it sets."""
     specs: dict[str, ParamSpec] = {"model.backbone": BACKBONE}
-    specs.update({f"model.{k}": s for k, s in MODEL_PARAMS.items()})
+    for decl in CONVERTIBLE.values():
+        if decl.section is None:
+            specs.update({decl.param_name(k): s for k, s in decl.params.items()})
     for comp, params in COMPONENT_PARAMS.items():
         specs.update({f"model.components.{comp}.{k}": s for k, s in params.items()})
     for name, params in BACKBONE_PARAMS.items():
@@ -80,7 +104,9 @@ def _backbone_of(key: str) -> str | None:
     parts = key.split(".")
     if parts[0] != "model" or key == "model.backbone":
         return None
-    return parts[1] if parts[1] in BACKBONE_PARAMS else "token_transformer"
+    if parts[1] == "components":
+        return None
+    return parts[1] if parts[1] in BACKBONE_PARAMS else FLAT_KEYS.get(parts[1])
 
 
 def _component_of(key: str) -> str | None:
@@ -94,10 +120,10 @@ def _component_of(key: str) -> str | None:
 def space_to_nni(space: Any, include_fixed: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The space as NNI's search-space dict, and notes on keys left out because no trial can
     ever use them. `include_fixed=False` leaves out fixed values (what a tuner needs)."""
-    foreign = [b for b in space.backbones if b not in BUILTIN_BACKBONES]
+    foreign = [b for b in space.backbones if b not in CONVERTIBLE]
     if foreign:
-        raise ConvertError([f"model.backbone: {foreign[0]} is not a built-in backbone; NNI's "
-                            f"format carries the built-in ones ({', '.join(BUILTIN_BACKBONES)})"])
+        raise ConvertError([f"model.backbone: {foreign[0]} does not declare all its keys; NNI's "
+                            f"format carries backbones that do ({', '.join(CONVERTIBLE)})"])
     dists = space.distributions()
     problems: list[str] = []
     notes: list[str] = []
@@ -115,16 +141,14 @@ def space_to_nni(space: Any, include_fixed: bool = True) -> tuple[dict[str, Any]
     backbone = dists["model.backbone"]
     possible = backbone.values()
     out: dict[str, Any] = {}
-    per_backbone = {
-        "token_transformer": [f"model.{k}" for k in MODEL_PARAMS],
-        **{b: [f"model.{b}.{k}" for k in params] for b, params in BACKBONE_PARAMS.items()},
-    }
-    if backbone == Fixed("token_transformer"):
-        out.update(entries(per_backbone["token_transformer"]))
+    per_backbone = {name: [decl.param_name(k) for k in decl.params]
+                    for name, decl in CONVERTIBLE.items()}
+    if isinstance(backbone, Fixed) and CONVERTIBLE[backbone.value].section is None:
+        out.update(entries(per_backbone[backbone.value]))
     else:
         out["model.backbone"] = {"_type": "choice", "_value": [
             {"_name": b, **entries(per_backbone[b])} for b in possible]}
-    if "token_transformer" in possible:
+    if any(CONVERTIBLE[b].hosts for b in possible):
         out.update(_components(dists, entries, notes))
     out.update(entries([f"train.{k}" for k in TRAIN_PARAMS]))
     if problems:
@@ -135,10 +159,12 @@ def space_to_nni(space: Any, include_fixed: bool = True) -> tuple[dict[str, Any]
 def _components(dists: dict[str, Distribution], entries: Any, notes: list[str]) -> dict[str, Any]:
     """Each component that can be on, as a nested choice on its `enabled` key."""
     out: dict[str, Any] = {}
-    always_on = {c for c in COMPONENT_PARAMS
+    present = {c: params for c, params in COMPONENT_PARAMS.items()
+               if f"model.components.{c}.enabled" in dists}
+    always_on = {c for c in present
                  if False not in dists[f"model.components.{c}.enabled"].values()}
     shut = {other for comp in always_on for other in EXCLUDES.get(comp, ())}
-    for comp, params in COMPONENT_PARAMS.items():
+    for comp, params in present.items():
         prefix = f"model.components.{comp}"
         enabled = dists[f"{prefix}.enabled"]
         rest = [f"{prefix}.{k}" for k in params if k != "enabled"]

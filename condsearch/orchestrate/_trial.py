@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,14 +20,21 @@ from condsearch._names import OBJECTIVE_METRICS
 from condsearch.track._target import TrackingTarget
 from condsearch.track._trial_runs import TrialRun
 
+if TYPE_CHECKING:
+    from condsearch.data import Task
+
 
 @dataclass
 class TrialSpec:
-    """Everything a trial needs, as plain data (it travels to remote workers)."""
+    """Everything a trial needs, as plain data (it travels to remote workers).
+
+    `task` is a task spec, or, for a trial run in this process (`run_trial` called directly), a
+    `condsearch.data.Task` held in memory; only the Ray backend needs a spec it can serialise.
+    """
 
     number: int
     arch: dict[str, Any]
-    task: dict[str, Any]
+    task: dict[str, Any] | Task
     sweep: dict[str, list[float]]
     seed: int
     tracking: TrackingTarget | None = None
@@ -98,13 +105,22 @@ def _save_weights_and_arch(run: TrialRun, model, spec: TrialSpec, task, knobs) -
     with tempfile.TemporaryDirectory() as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(Path(tmp) / "weights.safetensors"))
-        arch = {**spec.arch, "inference": knobs, "task": spec.task, "io": task.info()}
+        arch = {**spec.arch, "inference": knobs, "task": _task_record(spec.task),
+                "io": task.info()}
         decl = backbone_of(spec.arch)
         if decl.origin != "builtin" and decl.factory_path:
             # where the model's code lives, for a machine that knows the backbone by no name
             arch["factory"] = decl.factory_path
         (Path(tmp) / "architecture.yaml").write_text(yaml.safe_dump(arch, sort_keys=False))
         run.log_artifacts(tmp)
+
+
+def _task_record(task: dict[str, Any] | Task) -> dict[str, Any]:
+    """The task as architecture.yaml records it: the spec, or for a Task held in memory (which
+    YAML cannot write) its name under the dataset `<in-memory>`; the arch's `io` describes it."""
+    from condsearch.data._task import IN_MEMORY, Task
+
+    return {"dataset": IN_MEMORY, "name": str(task.name)} if isinstance(task, Task) else task
 
 
 def _device_name(spec: TrialSpec) -> str | None:
@@ -138,7 +154,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         from condsearch.train import evaluate, fit, seed_everything, select_device, sweep_knobs
 
         run.log_params(spec.arch)
-        task = load_task(spec.task)
+        task = load_task(spec.task, near=next(iter(spec.code_paths), None))
         train_cfg = _train_settings(spec)
         # Raises what _device_name swallowed; otherwise the device the run's tag already names.
         device = select_device(train_cfg["device"])

@@ -66,6 +66,9 @@ class TaskSpec(Strict):
     size: int = Field(12000, ge=3)
     path: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: how image inputs are scaled; None: the source's default (max for digits and
+    #: fashion_mnist, none otherwise). `condsearch.data._task.NORMALIZE` lists the same values.
+    normalize: Literal["none", "max", "standardize"] | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -76,6 +79,19 @@ class TaskSpec(Strict):
 
         hint = suggest_key(value, BUILTIN_DATASETS, "expected one of")
         raise ValueError(f"unknown dataset {value!r}; {hint} (or a 'module:function' factory)")
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _known_normalize(cls, value: Any) -> Any:
+        options = typing.get_args(typing.get_args(cls.model_fields["normalize"].annotation)[0])
+        if value is None or value in options:
+            return value
+        from condsearch.space._distributions import show, suggest_key
+
+        listed = f"expected one of: {', '.join(options)}"
+        hint = suggest_key(value, options) if isinstance(value, str) else listed
+        raise ValueError(f"unknown normalize {show(value)}; {listed}"
+                         + ("" if hint == listed else f" ({hint})"))
 
 
 TrainSpec = create_model("TrainSpec", __base__=Strict, **_param_fields(TRAIN_PARAMS))

@@ -111,8 +111,9 @@ class SearchSpace:
 
     @property
     def code_paths(self) -> list[str]:
-        """Folders a trial searches for the space's import-path backbones (its file's folder)."""
-        named = any(is_import_path(name) for name in self.backbones)
+        """Folders a trial searches for the code the space names by import path (a backbone or
+        a data factory): its file's folder."""
+        named = any(is_import_path(name) for name in [*self.backbones, self.task["dataset"]])
         return [self.folder] if named and self.folder else []
 
     @property
