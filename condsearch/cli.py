@@ -116,8 +116,19 @@ def search(
     workdir: Annotated[Path | None, typer.Option(help="Default: runs/<space name>.")] = None,
     backend: Annotated[str, typer.Option(help="local (in-process Optuna) or ray.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (ray backend).")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI "
-                                                     "(default: sqlite in the workdir).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: "
+                                                     "the workdir's record, else "
+                                                     "MLFLOW_TRACKING_URI, else sqlite in the "
+                                                     "workdir).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name, created if "
+                                                   "absent (default: the workdir's record, else "
+                                                   "MLFLOW_EXPERIMENT_NAME / _ID, else the "
+                                                   "space's name).")] = None,
+    experiment_id: Annotated[str | None, typer.Option(help="Id of an existing MLflow "
+                                                      "experiment (instead of "
+                                                      "--experiment).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tag on the search's parent "
+                                                  "run and every trial run; repeatable.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna study database URL (default: "
                                                 "sqlite in the workdir).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler and training seed.")] = None,
@@ -128,6 +139,7 @@ def search(
     """Run (or resume) a search: trials are trained, measured and logged to MLflow.
 
     A backbone the space names as 'module:function' is code, imported and run by the search."""
+    tags = _parse_tags(tag)
     loaded = _load_space(space, set_, trust_code=True)
     from condsearch.orchestrate import search as run_search
 
@@ -135,7 +147,8 @@ def search(
     try:
         summary = run_search(loaded, trials=trials, workdir=workdir, backend=backend,
                              tracking_uri=tracking_uri, seed=seed, progress=not quiet,
-                             storage=storage, address=address)
+                             storage=storage, address=address, experiment=experiment,
+                             experiment_id=experiment_id, tags=tags)
     except KeyboardInterrupt:
         _fail(f"interrupted; completed trials are kept in {workdir}; run the same command "
               "to resume", 130)
@@ -146,6 +159,16 @@ def search(
         err.print(f"{summary.completed} trials completed, {summary.failed} failed in "
                   f"{summary.seconds:.0f} s; hypervolume {summary.hypervolume:.4g}")
         err.print(f"results: {workdir}  (MLflow UI: condsearch ui --workdir {workdir})")
+
+
+def _parse_tags(items: list[str] | None) -> dict[str, str]:
+    """`--tag KEY=VALUE` options as a dict, or exit 2 with one line naming the bad one."""
+    from condsearch.track import TrackingChoiceError, parse_tags
+
+    try:
+        return parse_tags(items or [])
+    except TrackingChoiceError as exc:
+        _fail(str(exc))
 
 
 def _fmt(value: Any) -> str:
@@ -340,7 +363,8 @@ def ui(
     workdir: Annotated[Path | None, typer.Option(help="The search's workdir.")] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
-    """Open the MLflow UI for a search's tracking store on 127.0.0.1."""
+    """Open the MLflow UI for a search's tracking store (the one its workdir recorded) on
+    127.0.0.1; for a tracking server, print the server's address of the experiment instead."""
     import subprocess
 
     from condsearch.orchestrate import read_workdir
@@ -349,14 +373,32 @@ def ui(
         state = read_workdir(_resolve_workdir(workdir))
     except _user_errors() as exc:
         _fail(str(exc))
-    err.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it); filter runs with "
-              "tags.condsearch.pareto = 'true' to see the front")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.tracking_uri,
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = ui_command(state, port)
+    if command is None:
+        out.print(f"{state.tracking_uri} is an MLflow server; its UI: "
+                  f"{experiment_page(state.tracking_uri, state.experiment_id)}", markup=False)
+        return
+    err.print(f"MLflow UI on {experiment_page(f'http://127.0.0.1:{port}', state.experiment_id)} "
+              "(Ctrl-C stops it); filter runs with tags.condsearch.pareto = 'true' to see the "
+              "front", markup=False, highlight=False, soft_wrap=True)
     try:
         raise typer.Exit(subprocess.call(command))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def experiment_page(server: str, experiment_id: str) -> str:
+    """The address of an experiment's page in the MLflow UI at `server`."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def ui_command(state: Any, port: int) -> list[str] | None:
+    """The `mlflow ui` command serving the store a workdir recorded; None for an HTTP tracking
+    server, which is its own UI."""
+    if state.tracking_uri.startswith(("http://", "https://")):
+        return None
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.tracking_uri,
+            "--host", "127.0.0.1", "--port", str(port)]
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from condsearch.orchestrate._points import Point, mark_front
 from condsearch.orchestrate._session import Session, open_session
 from condsearch.orchestrate._workdir import SearchError, WorkdirLock
+from condsearch.track import TrackingRequest
 
 BACKENDS = ("local", "ray")
 
@@ -46,13 +47,21 @@ def _resolve_space(space: Any, overrides: list[str] | None):
 def search(space: Any, trials: int | None = None, workdir: str | Path | None = None,
            backend: str = "local", tracking_uri: str | None = None, seed: int | None = None,
            overrides: list[str] | None = None, progress: bool = True,
-           storage: str | None = None, address: str | None = None) -> SearchSummary:
+           storage: str | None = None, address: str | None = None,
+           experiment: str | None = None, experiment_id: str | None = None,
+           tags: dict[str, str] | None = None) -> SearchSummary:
     """Run `trials` more trials of `space` (a SearchSpace or a YAML path) in `workdir`.
 
     Resumes the study already in `workdir` (or at `storage`, an Optuna database URL). Ctrl-C
     stops after recording the running trials as failed and closing the MLflow runs; every
     completed trial stays in the study. `backend="ray"` runs the trials on a Ray cluster
     (`address`, or RAY_ADDRESS, or a local Ray instance).
+
+    MLflow: `tracking_uri`, `experiment` (a name, default the space's) or `experiment_id` win,
+    but may not contradict what the workdir recorded; the record beats an active
+    `mlflow.start_run()` (the search's parent run nests under it), which beats
+    MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID. `tags` go on the
+    parent run and every trial and derived run.
     """
     if backend not in BACKENDS:
         raise SearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -62,7 +71,10 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     seed = int(space.seed if seed is None else seed)
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir), open_session(space, workdir, n_trials, seed, tracking_uri,
+    tracking = TrackingRequest(uri=tracking_uri, experiment_name=experiment,
+                               experiment_id=None if experiment_id is None else str(experiment_id),
+                               tags=dict(tags or {}))
+    with WorkdirLock(workdir), open_session(space, workdir, n_trials, seed, tracking,
                                             storage, progress, backend) as session:
         if backend == "ray":
             try:

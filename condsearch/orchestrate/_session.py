@@ -24,6 +24,14 @@ from condsearch.orchestrate._workdir import (
     read_workdir,
     write_state,
 )
+from condsearch.track import (
+    ENV_EXPERIMENT_ID,
+    ENV_EXPERIMENT_NAME,
+    ENV_TRACKING_URI,
+    ActiveRun,
+    TrackingRequest,
+    absolute_uri,
+)
 
 
 @dataclass
@@ -95,11 +103,145 @@ def open_study(space: Any, storage: str, seed: int):
                                sampler=sampler, load_if_exists=True)
 
 
-def prepare_workdir(space: Any, workdir: Path, tracking_uri: str | None,
-                    storage: str | None) -> WorkdirState:
+@dataclass(frozen=True)
+class TrackingPlan:
+    """Where this invocation logs: store, experiment, the run it nests under, the user's tags,
+    and notes telling the user when a recorded choice overrode their environment."""
+
+    uri: str
+    experiment_id: str
+    experiment_name: str
+    nest_under: str | None
+    tags: dict[str, str]
+    notes: list[str]
+
+
+def _conflict(workdir: Path, recorded: str, asked: str, option: str) -> SearchError:
+    return SearchError(f"{workdir} logs to {recorded} (recorded in condsearch.json), not {asked} "
+                       f"as {option} asks; resume without {option}, or use another --workdir")
+
+
+def _choose_uri(workdir: Path, asked: TrackingRequest, previous: WorkdirState | None,
+                env: TrackingRequest, active: ActiveRun | None) -> tuple[str, list[str]]:
+    """(URI, notes): a flag, else the workdir's record, else an active run's store, else
+    MLFLOW_TRACKING_URI, else DIR/mlflow.db; a flag contradicting the record is refused."""
+    from condsearch.orchestrate._workdir import default_tracking_uri
+
+    if asked.uri:
+        uri = absolute_uri(asked.uri)
+        if previous is not None and absolute_uri(previous.tracking_uri) != uri:
+            raise _conflict(workdir, f"MLflow at {previous.tracking_uri}", uri,
+                            "--tracking-uri")
+        return uri, []
+    if previous is not None:
+        return previous.tracking_uri, _uri_note(previous.tracking_uri, env, active)
+    if active is not None:
+        return active.uri, []
+    return env.uri or default_tracking_uri(workdir), []
+
+
+def _uri_note(recorded: str, env: TrackingRequest, active: ActiveRun | None) -> list[str]:
+    """A note when the environment asks another store than the one a workdir recorded."""
+    other, source = (active.uri, "the active MLflow run") if active else (env.uri,
+                                                                          ENV_TRACKING_URI)
+    if not other or other == absolute_uri(recorded):
+        return []
+    return [f"note: {source} uses {other}; this workdir keeps logging to {recorded} "
+            "(recorded in condsearch.json)"]
+
+
+def _check_recorded_experiment(workdir: Path, asked: TrackingRequest, recorded_id: str,
+                               recorded_name: str) -> None:
+    """Refuse --experiment / --experiment-id naming another experiment than the recorded one."""
+    recorded = f"the MLflow experiment {recorded_name!r} (id {recorded_id})"
+    if asked.experiment_id is not None and str(asked.experiment_id) != recorded_id:
+        raise _conflict(workdir, recorded, f"id {asked.experiment_id}",
+                        "--experiment-id")
+    if asked.experiment_name is not None and asked.experiment_name != recorded_name:
+        raise _conflict(workdir, recorded, repr(asked.experiment_name),
+                        "--experiment")
+
+
+def _named_experiment(uri: str, request: TrackingRequest,
+                      artifacts: Path | None) -> tuple[str, str]:
+    """(id, name) of the experiment `request` names, as MLflow reads its variables: the name
+    (created if absent) wins, and an id that contradicts it is refused."""
+    from condsearch.track import TrackingChoiceError, experiment_by_id, experiment_by_name
+
+    if request.experiment_name is None:
+        return experiment_by_id(uri, str(request.experiment_id))
+    found = experiment_by_name(uri, request.experiment_name, artifacts)
+    if request.experiment_id is not None and str(request.experiment_id) != found[0]:
+        raise TrackingChoiceError(
+            f"{ENV_EXPERIMENT_ID} {request.experiment_id} is not the id of {ENV_EXPERIMENT_NAME} "
+            f"{request.experiment_name!r} ({found[0]}); unset one of them")
+    return found
+
+
+def _recorded_experiment(workdir: Path, uri: str, asked: TrackingRequest, previous: WorkdirState,
+                         env: TrackingRequest) -> tuple[str, str, list[str]]:
+    """(id, name, notes) of a resumed search: the recorded experiment, which a flag may only
+    repeat; a note when MLflow's variables name another."""
+    from condsearch.track import experiment_name
+
+    recorded_id = previous.experiment_id
+    name = previous.experiment_name or experiment_name(uri, recorded_id)
+    _check_recorded_experiment(workdir, asked, recorded_id, name)
+    if asked.names_experiment() or (env.experiment_id in (None, recorded_id)
+                                    and env.experiment_name in (None, name)):
+        return recorded_id, name, []
+    return recorded_id, name, [f"note: {ENV_EXPERIMENT_NAME}/{ENV_EXPERIMENT_ID} name another "
+                               f"experiment; this workdir keeps logging to {name!r} (recorded in "
+                               "condsearch.json)"]
+
+
+def _choose_experiment(space: Any, workdir: Path, uri: str, asked: TrackingRequest,
+                       previous: WorkdirState | None, env: TrackingRequest,
+                       active: ActiveRun | None) -> tuple[str, str, list[str]]:
+    """(id, name, notes): a flag, else the record, else the active run's experiment (same
+    store), else MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID, else the space's name."""
+    from condsearch.track import experiment_by_id
+
+    if previous is not None:
+        return _recorded_experiment(workdir, uri, asked, previous, env)
+    artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
+    if asked.names_experiment():
+        return (*_named_experiment(uri, asked, artifacts), [])
+    if active is not None and active.uri == uri:
+        return (*experiment_by_id(uri, active.experiment_id), [])
+    chosen = env if env.names_experiment() else TrackingRequest(experiment_name=space.name)
+    return (*_named_experiment(uri, chosen, artifacts), [])
+
+
+def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
+                  previous: WorkdirState | None) -> TrackingPlan:
+    """Where this invocation logs, by the precedence README.md documents: flags, then the
+    workdir's record, then an active `mlflow.start_run()` (or MLFLOW_RUN_ID), then MLflow's
+    variables, then DIR/mlflow.db and the space's name."""
+    from condsearch.track import TrackingChoiceError, active_run, check_tags, from_environment
+
+    env = from_environment()
+    try:
+        if asked.experiment_name is not None and asked.experiment_id is not None:
+            raise TrackingChoiceError("give --experiment or --experiment-id, not both")
+        tags = check_tags(asked.tags)
+        active = active_run()
+        uri, notes = _choose_uri(workdir, asked, previous, env, active)
+        experiment_id, name, more = _choose_experiment(space, workdir, uri, asked, previous, env,
+                                                       active)
+    except TrackingChoiceError as exc:
+        raise SearchError(str(exc)) from None
+    nest_under = active.run_id if active is not None and active.uri == uri else None
+    if active is not None and nest_under is None:
+        more.append(f"note: not nested under the active MLflow run {active.run_id}: it is in "
+                    f"{active.uri}, this search logs to {uri}")
+    return TrackingPlan(uri, experiment_id, name, nest_under, tags, notes + more)
+
+
+def prepare_workdir(space: Any, workdir: Path, tracking: TrackingRequest | None,
+                    storage: str | None) -> tuple[WorkdirState, TrackingPlan]:
     """Write (or check) the workdir's state file: study storage, tracking URI, experiment."""
-    from condsearch.orchestrate._workdir import default_storage, default_tracking_uri
-    from condsearch.track import open_experiment
+    from condsearch.orchestrate._workdir import default_storage
 
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -111,28 +253,28 @@ def prepare_workdir(space: Any, workdir: Path, tracking_uri: str | None,
             f"{workdir} holds the search {previous.study_name!r}, not {space.name!r}; "
             "use another --workdir"
         )
-    uri = tracking_uri or (previous.tracking_uri if previous else default_tracking_uri(workdir))
+    plan = plan_tracking(space, workdir, tracking or TrackingRequest(), previous)
     study_storage = storage or (previous.storage if previous else default_storage(workdir))
-    artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
     state = WorkdirState(
-        study_name=space.name, storage=study_storage, tracking_uri=uri,
-        experiment_id=open_experiment(uri, space.name, artifacts), space_name=space.name,
-        objectives=[[n, d] for n, d in space.objectives],
+        study_name=space.name, storage=study_storage, tracking_uri=plan.uri,
+        experiment_id=plan.experiment_id, space_name=space.name,
+        objectives=[[n, d] for n, d in space.objectives], experiment_name=plan.experiment_name,
     )
     write_state(workdir, state)
-    return state
+    return state, plan
 
 
 @contextmanager
-def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_uri: str | None,
-                 storage: str | None, show: bool, backend: str) -> Iterator[Session]:
+def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
+                 tracking: TrackingRequest | None, storage: str | None, show: bool,
+                 backend: str) -> Iterator[Session]:
     """Open the study and the parent run; on the way out, log the front and close the run
     as FINISHED, KILLED (Ctrl-C) or FAILED."""
     import optuna
 
     from condsearch.track import ParetoTagger, end_run, start_parent_run
 
-    state = prepare_workdir(space, workdir, tracking_uri, storage)
+    state, plan = prepare_workdir(space, workdir, tracking, storage)
     study = open_study(space, state.storage, seed)
     study.set_user_attr(ATTR_WORKDIR_STATE, asdict(state))
     stale = fail_stale_trials(study)
@@ -140,7 +282,7 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
         "space": space.name, "trials": n_trials, "seed": seed, "sampler": space.sampler["name"],
         "objectives": ",".join(n for n, _ in space.objectives), "workdir": str(workdir.resolve()),
         "backend": backend,
-    }, space.source)
+    }, space.source, tags=plan.tags, nest_under=plan.nest_under)
     reference = study.user_attrs.get(ATTR_HYPERVOLUME_REFERENCE)
     keeper = FrontKeeper(space.objectives, space.constraints, reference,
                          ParetoTagger(state.tracking_uri, state.experiment_id), target)
@@ -149,6 +291,8 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))])
     status = "FINISHED"
     with SearchProgress(n_trials, enabled=show) as bar:
+        for note in plan.notes:
+            _tell(bar, note)
         if stale:
             bar.message(f"recorded trials {stale} as failed: their search process stopped")
         try:
@@ -166,6 +310,12 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int, tracking_u
             keeper.flush()
             best_effort(_log_front, keeper, target, space)
             best_effort(end_run, target, status)
+
+
+def _tell(bar: SearchProgress, note: str) -> None:
+    """Print a note as written: URIs and experiment names are neither markup nor wrapped."""
+    if bar.enabled:
+        bar.console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def _log_front(keeper: FrontKeeper, target: Any, space: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,14 @@ class WorkdirState:
     experiment_id: str
     space_name: str
     objectives: list[list[str]]
+    #: the experiment's name ("" in a state written before it was recorded)
+    experiment_name: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkdirState:
+        """A state from its JSON form, older (missing keys default) or newer (extra keys)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def directions(self) -> list[str]:
         return [d for _, d in self.objectives]
@@ -70,7 +78,7 @@ def state_from_storage(storage: str, study_name: str | None = None) -> WorkdirSt
     data = study.user_attrs.get(ATTR_WORKDIR_STATE)
     if not data:
         raise SearchError(f"the study {study_name!r} in {storage} was not made by condsearch search")
-    return WorkdirState(**{**data, "storage": storage})
+    return WorkdirState.from_dict({**data, "storage": storage})
 
 
 def read_workdir(workdir: str | Path | WorkdirState) -> WorkdirState:
@@ -84,7 +92,7 @@ def read_workdir(workdir: str | Path | WorkdirState) -> WorkdirState:
             f"--workdir {workdir}` first"
         )
     data: dict[str, Any] = json.loads(path.read_text())
-    return WorkdirState(**data)
+    return WorkdirState.from_dict(data)
 
 
 class WorkdirLock:

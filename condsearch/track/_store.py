@@ -28,9 +28,11 @@ def open_experiment(uri: str, name: str, artifact_dir: Path | None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def start_parent_run(uri: str, experiment_id: str, params: dict[str, str],
-                     space_yaml: str) -> TrackingTarget:
-    """Open the parent run of one `condsearch search` invocation and log its search space."""
+def start_parent_run(uri: str, experiment_id: str, params: dict[str, str], space_yaml: str,
+                     tags: dict[str, str] | None = None,
+                     nest_under: str | None = None) -> TrackingTarget:
+    """Open the parent run of one `condsearch search` invocation and log its search space;
+    `tags` go on it and on every run of the search, `nest_under` is an enclosing run's id."""
     import tempfile
 
     from mlflow import MlflowClient
@@ -38,14 +40,17 @@ def start_parent_run(uri: str, experiment_id: str, params: dict[str, str],
 
     client = MlflowClient(uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = client.create_run(experiment_id, tags={"mlflow.runName": f"search-{stamp}",
-                                                 "condsearch.role": "search"})
+    own = {"mlflow.runName": f"search-{stamp}", "condsearch.role": "search"}
+    if nest_under is not None:
+        own["mlflow.parentRunId"] = nest_under
+    run = client.create_run(experiment_id, tags={**(tags or {}), **own})
     run_id = run.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "search_space.yaml").write_text(space_yaml)
         client.log_artifact(run_id, str(Path(tmp) / "search_space.yaml"))
-    return TrackingTarget(uri=uri, experiment_id=experiment_id, parent_run_id=run_id)
+    return TrackingTarget(uri=uri, experiment_id=experiment_id, parent_run_id=run_id,
+                          tags=dict(tags or {}))
 
 
 def end_run(target: TrackingTarget, status: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -12,3 +12,5 @@ class TrackingTarget:
     uri: str
     experiment_id: str
     parent_run_id: str
+    #: the user's tags (`--tag`), set on the parent run and on every trial and derived run
+    tags: dict[str, str] = field(default_factory=dict, hash=False)

@@ -57,8 +57,9 @@ class TrialRun:
 
         self.uri = target.uri
         self.client = MlflowClient(target.uri)
-        all_tags = {"mlflow.runName": name, "mlflow.parentRunId": parent_run_id or target.parent_run_id}
-        all_tags.update(tags)
+        # The user's tags first: condsearch's own keys are never replaced by them.
+        all_tags = {**target.tags, "mlflow.runName": name,
+                    "mlflow.parentRunId": parent_run_id or target.parent_run_id, **tags}
         run = self._call(self.client.create_run, target.experiment_id, tags=all_tags)
         if run is not None:
             self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
