@@ -36,6 +36,8 @@ _EXPORTS = {
     "TrialSpec": "condsearch.orchestrate._trial",
     "TrialResult": "condsearch.orchestrate._trial",
     "search": "condsearch.orchestrate",
+    "Objective": "condsearch.orchestrate",
+    "arch_from_params": "condsearch.orchestrate",
     "SearchSummary": "condsearch.orchestrate",
     "SearchError": "condsearch.orchestrate",
     "load_front": "condsearch.orchestrate",

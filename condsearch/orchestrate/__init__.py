@@ -4,6 +4,7 @@ The package is `condsearch.orchestrate`; its `search()` is the public `condsearc
 A sampler plugin (see `register_sampler`) imports only this package and `condsearch._names`."""
 
 from condsearch.orchestrate._local import SearchSummary, search
+from condsearch.orchestrate._objective import Objective, arch_from_params
 from condsearch.orchestrate._optuna_private import set_trial_system_attr
 from condsearch.orchestrate._pareto import dominates, hypervolume, knee_index, non_dominated
 from condsearch.orchestrate._points import PICKS, Point, all_points, load_front, pick_point
@@ -16,8 +17,8 @@ from condsearch.orchestrate._workdir import (
 )
 
 __all__ = [
-    "PICKS", "Point", "SamplerFactory", "SearchError", "SearchSummary", "WorkdirState",
-    "all_points", "dominates", "hypervolume", "knee_index", "load_front", "non_dominated",
+    "PICKS", "Objective", "Point", "SamplerFactory", "SearchError", "SearchSummary", "WorkdirState",
+    "all_points", "arch_from_params", "dominates", "hypervolume", "knee_index", "load_front", "non_dominated",
     "pick_point", "read_workdir", "register_sampler", "search", "set_trial_system_attr",
     "state_from_storage",
 ]

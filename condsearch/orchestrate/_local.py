@@ -49,7 +49,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
            overrides: list[str] | None = None, progress: bool = True,
            storage: str | None = None, address: str | None = None,
            experiment: str | None = None, experiment_id: str | None = None,
-           tags: dict[str, str] | None = None) -> SearchSummary:
+           tags: dict[str, str] | None = None, study: Any = None, sampler: Any = None,
+           callbacks: list[Any] | None = None) -> SearchSummary:
     """Run `trials` more trials of `space` (a SearchSpace or a YAML path) in `workdir`.
 
     Resumes the study already in `workdir` (or at `storage`, an Optuna database URL). Ctrl-C
@@ -62,6 +63,12 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     `mlflow.start_run()` (the search's parent run nests under it), which beats
     MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID. `tags` go on the
     parent run and every trial and derived run.
+
+    Optuna: `study` (a database-backed `optuna.Study` whose directions match the space's
+    objectives) is searched instead of the workdir's; `sampler` (an Optuna sampler object)
+    replaces the one the space names; each `callbacks` entry is called as
+    `callback(study, frozen_trial)` after every trained trial is recorded, as
+    `study.optimize` calls its callbacks.
     """
     if backend not in BACKENDS:
         raise SearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -75,7 +82,9 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
                                experiment_id=None if experiment_id is None else str(experiment_id),
                                tags=dict(tags or {}))
     with WorkdirLock(workdir), open_session(space, workdir, n_trials, seed, tracking,
-                                            storage, progress, backend) as session:
+                                            storage, progress, backend, study=study,
+                                            sampler=sampler,
+                                            callbacks=tuple(callbacks or ())) as session:
         if backend == "ray":
             try:
                 from condsearch.orchestrate._ray import run_on_ray
@@ -85,7 +94,7 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
             run_on_ray(session, n_trials, workdir, address)
         else:
             _run_locally(session, n_trials)
-    return SearchSummary(workdir=workdir, study_name=space.name, completed=session.completed,
+    return SearchSummary(workdir=workdir, study_name=session.study.study_name, completed=session.completed,
                          failed=session.failed,
                          front=mark_front(session.keeper.points, space.objectives),
                          hypervolume=session.keeper.hypervolume,

@@ -120,3 +120,19 @@ def distribution_contains(distribution: BaseDistribution, value: Any) -> bool:
     not among its choices with ValueError). Relies on `BaseDistribution._contains`; checked
     against Optuna 5.0.0."""
     return distribution._contains(distribution.to_internal_repr(value))
+
+
+def frozen_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
+    """The trial as the storage holds it now (what `optimize` hands its callbacks). Relies on
+    `Study._storage` and `_trial_id`; checked against Optuna 5.0.0."""
+    return study._storage.get_trial(trial._trial_id)
+
+
+def rdb_url(study: optuna.Study) -> str | None:
+    """The database URL of a study kept in an RDB storage, else None (in memory, journal).
+    Relies on `Study._storage` and `_CachedStorage._backend`; checked against Optuna 5.0.0."""
+    from optuna.storages import RDBStorage
+
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    return backend.url if isinstance(backend, RDBStorage) else None

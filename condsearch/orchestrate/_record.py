@@ -83,8 +83,11 @@ def write_trial_attrs(study: optuna.Study, trial: optuna.Trial, user_attrs: dict
 
 def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any],
                   task: dict[str, Any], result: TrialResult, objectives: list[tuple[str, str]],
-                  constraints: dict[str, Any]) -> list[Point]:
-    """Tell the study the trial's outcome and add its derived points; return the new points."""
+                  constraints: dict[str, Any], tell: bool = True) -> list[Point]:
+    """Tell the study the trial's outcome and add its derived points; return the new points.
+
+    With `tell=False` the trial's attributes, constraints and derived points are written but
+    its state is left to the caller (an Optuna objective returns its values to `optimize`)."""
     names = [n for n, _ in objectives]
     values = _values(result.metrics, objectives) if result.ok else None
     if values is None:
@@ -93,13 +96,15 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
         if result.run_id:
             failure[ATTR_RUN] = result.run_id
         write_trial_attrs(study, trial, failure)
-        study.tell(trial, state=TrialState.FAIL)
+        if tell:
+            study.tell(trial, state=TrialState.FAIL)
         return []
     cons = constraint_values(result.metrics, constraints)
     attrs = {ATTR_METRICS: result.metrics, ATTR_KNOBS: result.knobs, ATTR_ARCH: arch,
              ATTR_TASK: task, ATTR_RUN: result.run_id, ATTR_WEIGHTS_RUN: result.run_id}
     write_trial_attrs(study, trial, attrs, cons)
-    study.tell(trial, values)
+    if tell:
+        study.tell(trial, values)
     feasible = all(v <= 0 for v in cons.values())
     points = [Point(trial.number, trial.number, False, dict(zip(names, values)), result.metrics,
                     result.knobs, arch, task, result.run_id, result.run_id, feasible)]

@@ -14,6 +14,7 @@ from typing import Any
 
 from condsearch._names import ATTR_HYPERVOLUME_REFERENCE, ATTR_WORKDIR_STATE
 from condsearch.orchestrate._keeper import FrontKeeper, best_effort
+from condsearch.orchestrate._optuna_private import frozen_trial, rdb_url
 from condsearch.orchestrate._points import point_from_trial
 from condsearch.orchestrate._progress import SearchProgress, describe_values
 from condsearch.orchestrate._record import fail_stale_trials, record_result
@@ -49,6 +50,8 @@ class Session:
     failed: int = 0
     #: whether the study holds the hypervolume reference (asking it costs a query a trial)
     reference_saved: bool = False
+    #: the user's `callback(study, frozen_trial)`s, called after each trained trial is recorded
+    callbacks: tuple = ()
 
     def spec(self, trial: Any, arch: dict[str, Any]) -> TrialSpec:
         """The plain-data description of a sampled trial that `run_trial` executes."""
@@ -76,10 +79,15 @@ class Session:
             text = f"failed: {result.error}"
         self.bar.trial_done(trial.number, bool(points), seconds, text, self.keeper.front,
                             self.keeper.hypervolume)
+        if self.callbacks:
+            frozen = frozen_trial(self.study, trial)
+            for callback in self.callbacks:
+                callback(self.study, frozen)
 
 
-def open_study(space: Any, storage: str, seed: int):
-    """Create or load the search's multi-objective study; a resumed one gets a fresh seed."""
+def open_study(space: Any, storage: str, seed: int, sampler: Any = None):
+    """Create or load the search's multi-objective study; a resumed one gets a fresh seed.
+    `sampler` (an Optuna sampler object) replaces the one the space names."""
     import optuna
 
     from condsearch.orchestrate._samplers import make_sampler
@@ -98,7 +106,8 @@ def open_study(space: Any, storage: str, seed: int):
         )
     n_before = len(existing.trials) if existing is not None else 0
     # A resumed search continues with a fresh seed so it does not repeat earlier suggestions.
-    sampler = make_sampler(space.sampler, seed + n_before, space)
+    if sampler is None:
+        sampler = make_sampler(space.sampler, seed + n_before, space)
     return optuna.create_study(study_name=space.name, storage=storage, directions=directions,
                                sampler=sampler, load_if_exists=True)
 
@@ -239,7 +248,8 @@ def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
 
 
 def prepare_workdir(space: Any, workdir: Path, tracking: TrackingRequest | None,
-                    storage: str | None) -> tuple[WorkdirState, TrackingPlan]:
+                    storage: str | None, study_name: str | None = None
+                    ) -> tuple[WorkdirState, TrackingPlan]:
     """Write (or check) the workdir's state file: study storage, tracking URI, experiment."""
     from condsearch.orchestrate._workdir import default_storage
 
@@ -248,15 +258,16 @@ def prepare_workdir(space: Any, workdir: Path, tracking: TrackingRequest | None,
         previous: WorkdirState | None = read_workdir(workdir)
     except SearchError:
         previous = None
-    if previous is not None and previous.study_name != space.name:
+    study_name = study_name or space.name
+    if previous is not None and previous.study_name != study_name:
         raise SearchError(
-            f"{workdir} holds the search {previous.study_name!r}, not {space.name!r}; "
+            f"{workdir} holds the search {previous.study_name!r}, not {study_name!r}; "
             "use another --workdir"
         )
     plan = plan_tracking(space, workdir, tracking or TrackingRequest(), previous)
     study_storage = storage or (previous.storage if previous else default_storage(workdir))
     state = WorkdirState(
-        study_name=space.name, storage=study_storage, tracking_uri=plan.uri,
+        study_name=study_name, storage=study_storage, tracking_uri=plan.uri,
         experiment_id=plan.experiment_id, space_name=space.name,
         objectives=[[n, d] for n, d in space.objectives], experiment_name=plan.experiment_name,
     )
@@ -267,15 +278,23 @@ def prepare_workdir(space: Any, workdir: Path, tracking: TrackingRequest | None,
 @contextmanager
 def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
                  tracking: TrackingRequest | None, storage: str | None, show: bool,
-                 backend: str) -> Iterator[Session]:
-    """Open the study and the parent run; on the way out, log the front and close the run
-    as FINISHED, KILLED (Ctrl-C) or FAILED."""
+                 backend: str, study: Any = None, sampler: Any = None,
+                 callbacks: tuple = ()) -> Iterator[Session]:
+    """Open the study (the user's `study`, else the workdir's, with the user's `sampler` when
+    given) and the parent run; on the way out, log the front and close the run as FINISHED,
+    KILLED (Ctrl-C) or FAILED."""
     import optuna
 
     from condsearch.track import ParetoTagger, end_run, start_parent_run
 
-    state, plan = prepare_workdir(space, workdir, tracking, storage)
-    study = open_study(space, state.storage, seed)
+    if study is not None:
+        storage = _users_study_storage(space, study, storage)
+    state, plan = prepare_workdir(space, workdir, tracking, storage,
+                                  study.study_name if study is not None else None)
+    if study is None:
+        study = open_study(space, state.storage, seed, sampler)
+    elif sampler is not None:
+        study.sampler = sampler
     study.set_user_attr(ATTR_WORKDIR_STATE, asdict(state))
     stale = fail_stale_trials(study)
     target = start_parent_run(state.tracking_uri, state.experiment_id, {
@@ -297,7 +316,7 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
             bar.message(f"recorded trials {stale} as failed: their search process stopped")
         try:
             yield Session(space, study, keeper, target, bar, seed, state,
-                          reference_saved=reference is not None)
+                          reference_saved=reference is not None, callbacks=tuple(callbacks))
         except KeyboardInterrupt:
             status = "KILLED"
             bar.message("interrupted: the running trial is recorded as failed; "
@@ -310,6 +329,25 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
             keeper.flush()
             best_effort(_log_front, keeper, target, space)
             best_effort(end_run, target, status)
+
+
+def _users_study_storage(space: Any, study: Any, storage: str | None) -> str:
+    """The database URL of a study the user passes in: its directions must be the space's, and
+    it must live in a database so `pareto`, `export` and a resume find it again."""
+    directions = [d.name.lower() for d in study.directions]
+    if directions != [d for _, d in space.objectives]:
+        raise SearchError(f"the study {study.study_name!r} optimises {directions}, but the "
+                          f"space's objectives {space.objectives} need "
+                          f"{[d for _, d in space.objectives]}")
+    url = rdb_url(study)
+    if url is None:
+        raise SearchError("a study passed to search must live in a database (optuna."
+                          "create_study(storage='sqlite:///...')) so pareto and export find it; "
+                          "for an in-memory study use condsearch.Objective with study.optimize")
+    if storage is not None and storage != url:
+        raise SearchError(f"storage={storage!r} differs from the given study's {url!r}; "
+                          "give one of them")
+    return url
 
 
 def _tell(bar: SearchProgress, note: str) -> None:

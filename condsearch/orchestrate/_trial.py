@@ -134,9 +134,12 @@ def _device_name(spec: TrialSpec) -> str | None:
         return None
 
 
-def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None
-              ) -> TrialResult:
-    """Train and measure one candidate; a failure is returned (ok=False), never raised."""
+def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+              on_model: Callable[[Any], None] | None = None) -> TrialResult:
+    """Train and measure one candidate; a failure is returned (ok=False), never raised.
+
+    `on_epoch(epoch, epochs, record)` follows training; `on_model(model)` receives the trained
+    model (knobs as trained) once the trial succeeded, for a caller that keeps it."""
     for folder in spec.code_paths:
         if folder not in sys.path:
             sys.path.append(folder)
@@ -191,6 +194,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
             derived.end()
             result.derived.append(DerivedPoint(knobs, metrics, derived.run_id))
         result.ok = True
+        if on_model is not None:
+            on_model(model)
         run.end("FINISHED")
     except KeyboardInterrupt:
         run.end("KILLED")
