@@ -61,16 +61,6 @@ class TapeNet(nn.Module):
             return self.tape.read_tape(self.tokens(x), x)[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation (several times
-    slower per op on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_model(bank: str, max_tape: int, k: int, seed: int) -> TapeNet:
     """Random but decisive weights, so the ATR's halting mass differs from sample to sample."""
     torch.manual_seed(seed)

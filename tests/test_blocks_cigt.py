@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from flop_checks import assert_matches_alone
+from helpers import DIGITS_IO
 
 from condsearch.blocks import (
     inference_knobs,
@@ -19,18 +20,17 @@ from condsearch.data import load_task
 from condsearch.models._cigt import CIGT, thick_baseline, thin_baseline
 from condsearch.train import evaluate, fit, training_loss
 
-IO = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
 SMALL = {"channels": 4, "hidden": 16, "router_dim": 8}
 # A fixed temperature at which untrained routers spread their samples over the blocks.
 SPREAD = {"temperature": 0.2, "temperature_decay": 1.0, "temperature_min": 0.2}
 
 
-def cigt(io=IO, seed=0, **section):
+def cigt(io=DIGITS_IO, seed=0, **section):
     torch.manual_seed(seed)
     return CIGT({"backbone": "cigt", "cigt": {**SMALL, **section}}, io)
 
 
-def images(n, io=IO, seed=1):
+def images(n, io=DIGITS_IO, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *io["input_shape"], generator=g) * torch.rand(n, 1, 1, 1, generator=g) * 3
 
@@ -81,7 +81,7 @@ def test_on_several_paths_each_sample_costs_what_it_costs_alone():
 def test_with_threshold_one_every_sample_pays_for_exactly_one_path_and_the_routers():
     model = cigt(widths=[1, 2, 4]).eval()
     thin = CIGT({"backbone": "cigt", "cigt": thin_baseline({**SMALL, "widths": [1, 2, 4]})},
-                IO).eval()
+                DIGITS_IO).eval()
     x = images(32)
     _, flops = per_sample_flops(model, x)
     _, one_path = per_sample_flops(thin, x)
@@ -392,7 +392,7 @@ def test_non_image_inputs_are_refused_with_the_reason():
 ])
 def test_bad_settings_are_refused(section, message):
     with pytest.raises(ValueError, match=message):
-        CIGT({"backbone": "cigt", "cigt": section}, IO)
+        CIGT({"backbone": "cigt", "cigt": section}, DIGITS_IO)
 
 
 def test_a_trellis_needs_a_router_for_each_layer_with_several_blocks():

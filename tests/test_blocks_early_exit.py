@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from helpers import DIGITS_IO
 
 from condsearch.blocks import EarlyExit, inference_knobs, routing_stats, set_inference_knobs
 from condsearch.models import build_model
 from condsearch.train import training_loss
-
-IO = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
 
 
 def model_with(**exit_cfg):
@@ -15,7 +14,7 @@ def model_with(**exit_cfg):
     arch = {"model": {"backbone": "token_transformer", "dim": 16, "depth": 4, "heads": 4,
                       "components": {"early_exit": cfg}}}
     torch.manual_seed(0)
-    return build_model(arch, IO)
+    return build_model(arch, DIGITS_IO)
 
 
 def test_exit_heads_sit_after_every_layer_but_the_last_by_default():
@@ -75,6 +74,6 @@ def test_confident_and_entropy_certainty_agree_on_the_extremes():
 def test_the_dense_model_has_no_adaptive_block():
     arch = {"model": {"backbone": "token_transformer", "dim": 16, "depth": 2,
                       "components": {"early_exit": {"enabled": False}}}}
-    model = build_model(arch, IO)
+    model = build_model(arch, DIGITS_IO)
     assert not any(isinstance(m, EarlyExit) for m in model.modules())
     assert inference_knobs(model) == {}

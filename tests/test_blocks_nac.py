@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from flop_checks import assert_matches_alone
+from helpers import DIGITS_IO, SEQUENCE_IO
 
 from condsearch.blocks import (
     inference_knobs,
@@ -19,14 +20,12 @@ from condsearch.data import load_task
 from condsearch.models._nac import NAC
 from condsearch.train import evaluate, fit
 
-IMAGE = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
-TOKENS = {"input_kind": "sequence", "input_shape": [12], "num_classes": 2, "vocab_size": 3}
 SMALL = {"dim": 16, "input_modules": 4, "mediators": 16, "layers": 2, "heads": 2,
          "signature_dim": 8, "code_dim": 8, "patch_size": 4}
 RATIOS = [1.0, 1 / 2, 1 / 4, 1 / 8]
 
 
-def nac(io=IMAGE, **cfg) -> NAC:
+def nac(io=DIGITS_IO, **cfg) -> NAC:
     torch.manual_seed(0)
     return NAC({"backbone": "nac", "nac": {**SMALL, **cfg}}, io)
 
@@ -61,7 +60,7 @@ def rows_seen(model: NAC, x: torch.Tensor) -> dict[str, int]:
     return seen
 
 
-@pytest.mark.parametrize("io", [IMAGE, TOKENS], ids=["image", "tokens"])
+@pytest.mark.parametrize("io", [DIGITS_IO, SEQUENCE_IO], ids=["image", "tokens"])
 @pytest.mark.parametrize("ratio", RATIOS, ids=["keep1", "keep1/2", "keep1/4", "keep1/8"])
 def test_per_sample_flops_match_each_sample_alone_at_every_keep_ratio(io, ratio):
     model = nac(io).eval()
@@ -73,7 +72,7 @@ def test_per_sample_flops_match_each_sample_alone_at_every_keep_ratio(io, ratio)
 
 def test_dropping_mediators_cuts_flops_and_keeps_fewer_rows():
     model = nac().eval()
-    x = inputs(IMAGE)
+    x = inputs(DIGITS_IO)
     flops, rows = [], []
     for ratio in RATIOS:
         set_inference_knobs(model, {"nac.keep_ratio": ratio})
@@ -90,13 +89,13 @@ def test_dropping_mediators_cuts_flops_and_keeps_fewer_rows():
 
 def test_in_training_every_mediator_runs_whatever_the_keep_ratio():
     model = nac(keep_ratio=1 / 8).train()
-    assert rows_seen(model, inputs(IMAGE))["layer0.ffn"] == 16
-    assert rows_seen(model.eval(), inputs(IMAGE))["layer0.ffn"] == 2
+    assert rows_seen(model, inputs(DIGITS_IO))["layer0.ffn"] == 16
+    assert rows_seen(model.eval(), inputs(DIGITS_IO))["layer0.ffn"] == 2
 
 
 def test_keeping_every_mediator_in_eval_computes_what_training_computes():
     model = nac()
-    x = inputs(IMAGE)
+    x = inputs(DIGITS_IO)
     with torch.no_grad():
         trained = model.train()(x)
         evaluated = model.eval()(x)
@@ -126,10 +125,10 @@ def test_kept_mediators_are_those_the_output_hears_most_and_nest_as_the_ratio_sh
 
 def test_without_readout_inputs_the_output_hears_only_mediators_and_itself():
     model = nac(readout_inputs=False).eval()
-    assert rows_seen(model, inputs(IMAGE))["read_out.attn.senders"] == 16 + 1
+    assert rows_seen(model, inputs(DIGITS_IO))["read_out.attn.senders"] == 16 + 1
     set_inference_knobs(model, {"nac.keep_ratio": 1 / 4})
-    assert rows_seen(model, inputs(IMAGE))["read_out.attn.senders"] == 4 + 1
-    assert_matches_alone(model, inputs(IMAGE))
+    assert rows_seen(model, inputs(DIGITS_IO))["read_out.attn.senders"] == 4 + 1
+    assert_matches_alone(model, inputs(DIGITS_IO))
 
 
 def test_kernel_is_zero_exactly_where_the_signature_distance_reaches_tau():
@@ -177,7 +176,7 @@ def test_kernel_attention_of_one_sample_matches_the_fused_kernel(masked):
 
 def test_a_batch_and_its_samples_one_at_a_time_give_the_same_outputs():
     model = nac(keep_ratio=0.5).eval()
-    x = inputs(IMAGE)
+    x = inputs(DIGITS_IO)
     with torch.no_grad():
         batched = model(x)
         alone = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
@@ -185,7 +184,7 @@ def test_a_batch_and_its_samples_one_at_a_time_give_the_same_outputs():
 
 
 def test_a_circuit_whose_kernel_cuts_every_link_gives_every_input_the_same_output():
-    x = inputs(IMAGE)
+    x = inputs(DIGITS_IO)
     with torch.no_grad():
         cut = nac(tau=1e-4).eval()(x)  # no module hears the input modules
         linked = nac(tau=2.0).eval()(x)
@@ -235,7 +234,7 @@ def test_routing_stats_report_sparsity_and_the_mediators_that_run():
     reset_routing_stats(model)
     assert routing_stats(model) == {}
     with torch.no_grad():
-        model(inputs(IMAGE))
+        model(inputs(DIGITS_IO))
     stats = routing_stats(model)
     assert set(stats) == {"nac.kernel_sparsity", "nac.active_mediators", "nac.kernel_mean_degree"}
     assert stats["nac.active_mediators"] == 4
@@ -245,7 +244,7 @@ def test_routing_stats_report_sparsity_and_the_mediators_that_run():
 
 def test_eval_constants_follow_the_weights():
     model = nac().eval()
-    x = inputs(IMAGE)
+    x = inputs(DIGITS_IO)
     with torch.no_grad():
         before = model(x)
         model.circuit.signatures.mul_(-1.0).add_(0.3)  # an in-place update, as an optimizer does
@@ -258,7 +257,7 @@ def test_eval_constants_follow_the_weights():
 
 def test_eval_constants_follow_the_shared_weights_and_edits_through_data():
     model = nac().eval()
-    x = inputs(IMAGE)
+    x = inputs(DIGITS_IO)
     fc = model.circuit.layers[0].ffn.fc1.linear  # its transposed weight is an eval constant
     with torch.no_grad():
         before = model(x)

@@ -3,14 +3,12 @@
 import pytest
 import torch
 from flop_checks import alone
+from helpers import DIGITS_IO, SEQUENCE_IO
 from torch import nn
 
 from condsearch.blocks.early_exit import certainty
 from condsearch.cost import count_params, owners, per_sample_flops, reference_counter
 from condsearch.models import build_model
-
-IMAGE = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
-SEQUENCE = {"input_kind": "sequence", "input_shape": [12], "num_classes": 2, "vocab_size": 3}
 
 
 def early_exit_model(io, positions, criterion, seed):
@@ -44,11 +42,11 @@ def split_threshold(model, x, criterion):
 
 
 CONFIGS = [
-    (IMAGE, [1, 2, 3, 4], "confidence"),
-    (IMAGE, [2], "entropy"),
-    (IMAGE, [1, 3], "confidence"),
-    (SEQUENCE, [1, 2], "entropy"),
-    (SEQUENCE, [3], "confidence"),
+    (DIGITS_IO, [1, 2, 3, 4], "confidence"),
+    (DIGITS_IO, [2], "entropy"),
+    (DIGITS_IO, [1, 3], "confidence"),
+    (SEQUENCE_IO, [1, 2], "entropy"),
+    (SEQUENCE_IO, [3], "confidence"),
 ]
 
 
@@ -80,8 +78,8 @@ def test_per_sample_flops_sum_to_the_batched_total(io, positions, criterion):
 
 
 def test_counting_does_not_change_the_output():
-    x = random_inputs(IMAGE, 16, 4)
-    model = early_exit_model(IMAGE, [1, 2], "confidence", 4).eval()
+    x = random_inputs(DIGITS_IO, 16, 4)
+    model = early_exit_model(DIGITS_IO, [1, 2], "confidence", 4).eval()
     model.trunk.threshold = split_threshold(model, x, "confidence")
     with torch.no_grad():
         plain = model(x)
@@ -91,8 +89,8 @@ def test_counting_does_not_change_the_output():
 
 def test_exited_samples_are_not_computed_by_later_layers():
     """The batch costs less once samples exit: later layers really run on fewer rows."""
-    x = random_inputs(IMAGE, 32, 5)
-    model = early_exit_model(IMAGE, [1], "confidence", 5).eval()
+    x = random_inputs(DIGITS_IO, 32, 5)
+    model = early_exit_model(DIGITS_IO, [1], "confidence", 5).eval()
     model.trunk.threshold = 2.0  # nobody is ever certain enough: all run every layer
     _, never = per_sample_flops(model, x)
     model.trunk.threshold = 0.0  # everybody leaves at layer 1

@@ -1,25 +1,16 @@
 """The CIGT reproduction's short version (the full one is `python experiments/cigt/run.py`)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a reproduction's short version
 
 
+@pytest.mark.usefixtures("fashion_mnist")
 def test_the_short_cigt_run_trains_the_trellis_and_both_baselines_and_writes_its_table(tmp_path):
-    from condsearch.data import TaskError, load_task
-
-    try:
-        load_task({"dataset": "fashion_mnist", "train_limit": 10})
-    except TaskError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
-    spec = importlib.util.spec_from_file_location("cigt_run", REPO / "experiments/cigt/run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--quick", "--out", str(tmp_path)])
+    load_script("experiments/cigt/run.py", "cigt_run").main(["--quick", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     macs = {r["model"]: r["macs"] for r in results["rows"]}
     assert set(macs) == {"cigt", "thick", "thin"}

@@ -1,25 +1,16 @@
 """The NAC reproduction's short version (the full one is `python experiments/nac/run.py`)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a reproduction's short version
 
 
+@pytest.mark.usefixtures("fashion_mnist")
 def test_the_short_nac_run_measures_every_keep_ratio_and_writes_its_table(tmp_path):
-    from condsearch.data import TaskError, load_task
-
-    try:
-        load_task({"dataset": "fashion_mnist", "train_limit": 10})
-    except TaskError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
-    spec = importlib.util.spec_from_file_location("nac_run", REPO / "experiments/nac/run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--quick", "--out", str(tmp_path)])
+    load_script("experiments/nac/run.py", "nac_run").main(["--quick", "--out", str(tmp_path)])
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert runs
     for run in runs:

@@ -1,17 +1,15 @@
 """The parity reproduction's short version (the full one is `python experiments/parity/run.py`)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+from helpers import load_script
+
+pytestmark = pytest.mark.slow  # a reproduction's short version
 
 
 def test_the_short_parity_run_trains_both_models_and_writes_its_table(tmp_path):
-    spec = importlib.util.spec_from_file_location("parity_run", REPO / "experiments/parity/run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--quick", "--out", str(tmp_path)])
+    load_script("experiments/parity/run.py", "parity_run").main(["--quick", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"dense", "adatape"}
     adatape = next(r for r in rows if r["model"] == "adatape")

@@ -2,25 +2,17 @@
 search-quality study (the full ones are `experiments/benchmarks/run.py` and
 `experiments/search_quality/run.py`)."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _module(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.slow  # a reproduction's short version (25-45 s each here)
 
 
 def test_the_benchmark_report_puts_every_figure_next_to_its_target(tmp_path):
-    rows = _module("experiments/benchmarks/run.py", "bench_run").main(
+    rows = load_script("experiments/benchmarks/run.py", "bench_run").main(
         ["--quick", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["failures"] == []
@@ -33,14 +25,9 @@ def test_the_benchmark_report_puts_every_figure_next_to_its_target(tmp_path):
         assert missed["figure"] in text.split("## Misses and why", 1)[1]
 
 
+@pytest.mark.usefixtures("fashion_mnist")
 def test_the_short_search_quality_study_compares_samplers_by_hypervolume(tmp_path):
-    from condsearch.data import TaskError, load_task
-
-    try:
-        load_task({"dataset": "fashion_mnist", "train_limit": 10})
-    except TaskError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
-    study = _module("experiments/search_quality/run.py", "sq_run")
+    study = load_script("experiments/search_quality/run.py", "sq_run")
     results = study.main(["--quick", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
     samplers = results["samplers"]
     assert set(samplers) == {"tpe", "nsga2", "random", "tpe_no_sweep"}

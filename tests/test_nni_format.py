@@ -2,16 +2,13 @@
 format cannot say is refused by name, and `condsearch convert` does both directions."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, cli
 
 from condsearch.interop import ConvertError, document_to_yaml, nni_to_document, space_to_nni
 from condsearch.space import load_space, parse_space
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 EVERY_KIND = """\
@@ -166,11 +163,6 @@ def test_an_nni_file_condsearch_cannot_express_is_refused_by_key(nni, problem):
     with pytest.raises(ConvertError) as info:
         nni_to_document(nni)
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "condsearch", *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_convert_writes_nni_json_and_reads_it_back_into_a_valid_space(tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = 'pip install "condsearch[nni]"'
@@ -29,6 +30,7 @@ def without_nni(*argv: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow  # two fresh interpreters, one of them starting a search (5-10 s here)
 def test_choosing_an_nni_tuner_without_nni_says_which_command_installs_it(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     assert without_nni("validate", str(tmp_path / "space.yaml")).returncode == 0

@@ -4,13 +4,10 @@ NNI is not installed."""
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import mlflow
 import optuna
 import pytest
+from helpers import ROOT, cli, load_script, load_study, mlflow_runs, trained_trials
 
 from condsearch.orchestrate._points import ATTR_DERIVED_FROM
 from condsearch.orchestrate._record import record_result
@@ -22,7 +19,6 @@ pytest.importorskip("nni", reason='the NNI tuners need pip install "condsearch[n
 
 from condsearch.interop import NniSampler, flatten_parameters, fold_score  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TUNERS = ["tpe", "evolution", "anneal", "random"]
 SPACE = """\
 name: tiny_nni
@@ -76,7 +72,7 @@ def run_study(space, n: int, seed: int = 0) -> tuple[optuna.Study, NniSampler]:
 def test_each_nni_tuner_proposes_every_trial_of_a_conditional_space(tuner):
     space = parse_space(SPACE.replace("TUNER", tuner))
     study, sampler = run_study(space, 12)
-    trained = [t for t in study.trials if ATTR_DERIVED_FROM not in t.user_attrs]
+    trained = trained_trials(study)
     assert len(trained) == 12 and len(study.trials) == 24
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     for t in trained:
@@ -126,7 +122,7 @@ def test_the_tuner_hears_the_best_folded_point_of_each_trained_trial():
     space = parse_space(SPACE.replace("TUNER", "tpe"))
     study, sampler = run_study(space, 5)
     history = sampler._tuner._history[("train.lr",)]  # TPE's record of each result it heard
-    trained = [t for t in study.trials if ATTR_DERIVED_FROM not in t.user_attrs]
+    trained = trained_trials(study)
     assert len(history) == 4  # the last trial is told when the next proposal is asked for
     budget = trained[0].values[1]
     for t, record in zip(trained, history):
@@ -146,16 +142,15 @@ def test_a_budget_and_penalty_in_the_space_set_the_fold():
     assert sampler._budgets([]) == {"flops": 1.0e4} and sampler.penalty == 0.5
 
 
+@pytest.mark.slow  # a real search in a subprocess (about 9 s here)
 def test_a_three_trial_search_with_an_nni_tuner_reads_back_through_optuna_and_mlflow(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(SPACE.replace("TUNER", "tpe"))
-    done = subprocess.run([sys.executable, "-m", "condsearch", "search", str(path), "--workdir",
-                           str(tmp_path / "run"), "--quiet"], capture_output=True, text=True,
-                          timeout=600)
+    done = cli("search", str(path), "--workdir", str(tmp_path / "run"), "--quiet")
     assert done.returncode == 0, done.stderr
-    study = optuna.load_study(study_name="tiny_nni", storage=f"sqlite:///{tmp_path}/run/study.db")
+    study = load_study(tmp_path / "run", "tiny_nni")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
-    trained = [t for t in study.trials if ATTR_DERIVED_FROM not in t.user_attrs]
+    trained = trained_trials(study)
     assert len(trained) == 3
     assert all(t.state == optuna.trial.TrialState.COMPLETE and len(t.values) == 2
                for t in study.trials)
@@ -163,8 +158,7 @@ def test_a_three_trial_search_with_an_nni_tuner_reads_back_through_optuna_and_ml
         proposed = flatten_parameters(t.system_attrs["condsearch.nni_parameters"])
         assert t.params == {k: v for k, v in proposed.items() if k in t.params}
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/run/mlflow.db")
-    runs = mlflow.search_runs(search_all_experiments=True)
+    runs = mlflow_runs(tmp_path / "run")
     parent = runs[runs["tags.mlflow.parentRunId"].isna()]
     assert list(parent["params.sampler"]) == ["nni:tpe"]
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
@@ -172,24 +166,24 @@ def test_a_three_trial_search_with_an_nni_tuner_reads_back_through_optuna_and_ml
     assert children["metrics.accuracy"].notna().all() and children["metrics.flops"].notna().all()
     front = set(children[children["tags.condsearch.pareto"] == "true"]["run_id"])
     assert front  # both objectives kept: the front is a set, not one best score
-    listed = json.loads(subprocess.run(
-        [sys.executable, "-m", "condsearch", "pareto", "--workdir", str(tmp_path / "run"),
-         "--json"], capture_output=True, text=True, timeout=120).stdout)
+    listed = json.loads(cli("pareto", "--workdir", str(tmp_path / "run"), "--json").stdout)
     assert {p["run_id"] for p in listed} == front
 
 
+# Not on the session's Ray head (conftest.ray_head): `--address local` has the search start a
+# Ray instance of its own, the default of `--backend ray`, which no other test runs.
+@pytest.mark.slow
 def test_an_nni_tuner_drives_the_ray_backend_with_two_trials_at_once(tmp_path):
     pytest.importorskip("ray.tune", reason="the ray backend needs pip install 'condsearch[ray]'")
     path = tmp_path / "space.yaml"
     path.write_text(SPACE.replace("TUNER", "evolution").replace(
         "search: {trials: 3, seed: 3}", "search: {trials: 3, seed: 3, concurrency: 2}"))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    done = subprocess.run([sys.executable, "-m", "condsearch", "search", str(path), "--workdir",
-                           str(tmp_path / "run"), "--backend", "ray", "--address", "local",
-                           "--quiet"], capture_output=True, text=True, timeout=600, env=env)
+    done = cli("search", str(path), "--workdir", str(tmp_path / "run"), "--backend", "ray",
+               "--address", "local", "--quiet", env=env)
     assert done.returncode == 0, done.stderr
-    study = optuna.load_study(study_name="tiny_nni", storage=f"sqlite:///{tmp_path}/run/study.db")
-    trained = [t for t in study.trials if ATTR_DERIVED_FROM not in t.user_attrs]
+    study = load_study(tmp_path / "run", "tiny_nni")
+    trained = trained_trials(study)
     assert len(trained) == 3
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     for t in trained:
@@ -198,13 +192,9 @@ def test_an_nni_tuner_drives_the_ray_backend_with_two_trials_at_once(tmp_path):
         assert t.params == {k: v for k, v in proposed.items() if k in t.params}
 
 
+@pytest.mark.slow  # a reproduction's short version
 def test_the_short_nni_comparison_reports_hypervolume_per_sampler_and_seed(tmp_path):
-    import importlib.util
-
-    path = ROOT / "experiments/search_quality/nni_comparison.py"
-    spec = importlib.util.spec_from_file_location("nni_comparison", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("experiments/search_quality/nni_comparison.py", "nni_comparison")
     results = module.main(["--trials", "2", "--seeds", "0", "--epochs", "1", "--configs", "tpe",
                            "nni_tpe", "--checkpoints", "1", "2", "--out", str(tmp_path),
                            "--runs", str(tmp_path / "runs")])

@@ -1,10 +1,8 @@
 """Each adaptive component and backbone trains inside a real search; its statistics and its
 swept knob reach MLflow as metrics and derived runs."""
 
-from pathlib import Path
-
-import mlflow
 import pytest
+from helpers import mlflow_runs
 
 from condsearch.orchestrate import search
 
@@ -52,8 +50,7 @@ def test_a_component_trains_in_a_search_and_logs_its_statistics_and_derived_poin
     summary = search(str(space), trials=1, workdir=tmp_path / "run", progress=False)
     assert summary.completed == 1 and summary.failed == 0
 
-    mlflow.set_tracking_uri(f"sqlite:///{Path(tmp_path, 'run', 'mlflow.db')}")
-    runs = mlflow.search_runs(search_all_experiments=True)
+    runs = mlflow_runs(tmp_path / "run")
     trial = runs[runs["tags.condsearch.role"] == "trial"]
     for stat in stats:
         assert trial[f"metrics.{stat}"].notna().all(), stat

@@ -1,7 +1,6 @@
 """An interrupted search loses no completed trial, and running it again resumes it."""
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -10,8 +9,13 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from helpers import load_study, trial_states
 
 from condsearch.orchestrate import search
+
+# Each test interrupts a running 50-trial search mid-trial (6-30 s each here); the fast set covers
+# resuming in test_search_local.
+pytestmark = pytest.mark.slow
 
 SPACE = """\
 name: interrupted
@@ -31,23 +35,13 @@ State = optuna.trial.TrialState
 
 
 def study(workdir: Path) -> optuna.Study:
-    return optuna.load_study(study_name="interrupted", storage=f"sqlite:///{workdir}/study.db")
+    return load_study(workdir, "interrupted")
 
 
 def start(space: Path, workdir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "condsearch", "search", str(space), "--workdir", str(workdir),
          "--trials", "50", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def trial_states(workdir: Path) -> list[tuple[int, str]]:
-    """(number, state) of every trial, read without opening Optuna's storage (which would race
-    the search process creating its schema)."""
-    try:
-        with sqlite3.connect(f"file:{workdir / 'study.db'}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT number, state FROM trials").fetchall()
-    except sqlite3.OperationalError:  # no file or no tables yet
-        return []
 
 
 def wait_for_trials(proc: subprocess.Popen, workdir: Path, complete: int, timeout: float = 240):

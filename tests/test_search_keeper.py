@@ -2,7 +2,6 @@
 with MLflow tags and the hypervolume curve written only where they change."""
 
 import random
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -10,7 +9,7 @@ from mlflow import MlflowClient
 from condsearch.orchestrate import _keeper, hypervolume
 from condsearch.orchestrate._keeper import FrontKeeper
 from condsearch.orchestrate._points import Point, mark_front
-from condsearch.track import PARETO_TAG, ParetoTagger, open_experiment, start_parent_run
+from condsearch.track import PARETO_TAG, ParetoTagger
 from condsearch.track._trial_runs import TrackingUnavailable
 
 ACC_FLOPS = [("accuracy", "maximize"), ("flops", "minimize")]
@@ -67,18 +66,16 @@ def test_loading_earlier_points_marks_their_front():
 
 
 @pytest.fixture()
-def tracked(tmp_path: Path):
+def tracked(tracking_target):
     """A parent run, a tagger over its experiment, and a way to add trial runs under it."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment = open_experiment(uri, "keeper", tmp_path / "mlartifacts")
-    target = start_parent_run(uri, experiment, {"space": "keeper"}, "name: keeper\n")
-    client = MlflowClient(uri)
+    target = tracking_target
+    client = MlflowClient(target.uri)
 
     def run() -> str:
-        return client.create_run(experiment, tags={"mlflow.parentRunId": target.parent_run_id}
-                                 ).info.run_id
+        return client.create_run(target.experiment_id,
+                                 tags={"mlflow.parentRunId": target.parent_run_id}).info.run_id
 
-    return target, ParetoTagger(uri, experiment), client, run
+    return target, ParetoTagger(target.uri, target.experiment_id), client, run
 
 
 def tags_of(client: MlflowClient, run_id: str) -> dict[str, str]:

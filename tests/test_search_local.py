@@ -1,13 +1,12 @@
 """A real local search, read back through the real Optuna and MLflow clients."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
+from helpers import cli, load_study, mlflow_runs, trained_trials
 
 from condsearch.export import ExportError, evaluate_exported, export_point, load_exported
 from condsearch.orchestrate import all_points, load_front, non_dominated, search
@@ -40,18 +39,8 @@ def write_space(tmp_path: Path, heads: str = "4", constraints: str = "") -> Path
     return path
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "condsearch", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
-
-
 def load(workdir: Path) -> optuna.Study:
-    return optuna.load_study(study_name="tiny_digits", storage=f"sqlite:///{workdir}/study.db")
-
-
-def runs(workdir: Path):
-    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
-    return mlflow.search_runs(search_all_experiments=True)
+    return load_study(workdir, "tiny_digits")
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +55,13 @@ def searched(tmp_path_factory) -> Path:
 def test_a_cli_search_leaves_a_multi_objective_study_with_its_trials(searched):
     study = load(searched)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
-    trained = [t for t in study.trials if "condsearch.derived_from" not in t.user_attrs]
+    trained = trained_trials(study)
     assert len(trained) == 3
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
 
 
 def test_every_completed_run_carries_its_metrics_and_a_pareto_tag_matching_a_sort(searched):
-    r = runs(searched)
+    r = mlflow_runs(searched)
     points = r.dropna(subset=["metrics.accuracy", "metrics.flops"])
     assert len(points) >= 3
     for column in ("metrics.flops_p90", "metrics.params", "metrics.latency_ms",
@@ -85,7 +74,7 @@ def test_every_completed_run_carries_its_metrics_and_a_pareto_tag_matching_a_sor
 
 
 def test_trial_runs_nest_under_one_parent_run_holding_the_front_files(searched):
-    r = runs(searched)
+    r = mlflow_runs(searched)
     parents = r[r["tags.condsearch.role"] == "search"]
     assert len(parents) == 1
     parent_id = parents["run_id"].iloc[0]
@@ -151,11 +140,11 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_
     space = write_space(tmp_path, heads="{choice: [3, 4]}")
     summary = search(str(space), trials=4, workdir=tmp_path / "run", progress=False)
     study = load(tmp_path / "run")
-    trained = [t for t in study.trials if "condsearch.derived_from" not in t.user_attrs]
+    trained = trained_trials(study)
     failed = [t for t in trained if t.state == optuna.trial.TrialState.FAIL]
     assert len(trained) == 4 and failed and summary.failed == len(failed)
     assert "not divisible by heads 3" in failed[0].user_attrs["condsearch.error"]
-    r = runs(tmp_path / "run")
+    r = mlflow_runs(tmp_path / "run")
     bad = r[r["tags.condsearch.error"].notna()]
     assert set(bad["status"]) == {"FAILED"} and len(bad) == len(failed)
     assert summary.completed == 4 - len(failed)
@@ -168,9 +157,9 @@ def test_a_resumed_search_keeps_its_earlier_trials_and_adds_new_ones(tmp_path):
     search(str(space), trials=1, workdir=tmp_path / "run", progress=False)
     study = load(tmp_path / "run")
     assert {t.number: t.values for t in study.trials if t.number in first} == first
-    trained = [t for t in study.trials if "condsearch.derived_from" not in t.user_attrs]
+    trained = trained_trials(study)
     assert len(trained) == 3
-    parents = runs(tmp_path / "run").query("`tags.condsearch.role` == 'search'")
+    parents = mlflow_runs(tmp_path / "run").query("`tags.condsearch.role` == 'search'")
     assert len(parents) == 2
 
 
@@ -180,7 +169,7 @@ def test_a_constraint_makes_trials_infeasible_without_failing_them(tmp_path):
     study = load(tmp_path / "run")
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert all(t.constraints["max_flops"] > 0 for t in study.trials)
-    r = runs(tmp_path / "run").dropna(subset=["metrics.flops"])
+    r = mlflow_runs(tmp_path / "run").dropna(subset=["metrics.flops"])
     assert set(r["tags.condsearch.pareto"]) == {"false"}
     assert set(r["tags.condsearch.feasible"]) == {"false"}
     assert load_front(tmp_path / "run") == []

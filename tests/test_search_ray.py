@@ -5,22 +5,20 @@ and its results read back through Optuna, MLflow and `condsearch export` from el
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
+from helpers import RAY_ENV, load_study, trained_trials, trial_states, wait_until
 
 pytest.importorskip("ray.tune", reason="the ray backend needs pip install 'condsearch[ray]'")
 
-from test_search_interrupt import trial_states  # noqa: E402
+# Every test runs searches on the session's Ray head (conftest.ray_head) and MLflow server.
+pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 SPACE = """\
 name: NAME
 task: {dataset: digits, train_limit: 400}
@@ -37,61 +35,6 @@ sweep: {early_exit.threshold: [0.6]}
 search: {trials: 4, concurrency: 2, cpus_per_trial: 1, max_retries: 2}
 """
 State = optuna.trial.TrialState
-# `ray start` turns on token authentication; drivers on this machine read the same token.
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout:.0f} s")
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A real Ray head on 127.0.0.1 with 2 CPUs; `ray stop` when the module's tests are done."""
-    port = free_port()
-    subprocess.run(
-        [BIN / "ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
-         "--disable-usage-stats"], check=True, env=RAY_ENV, capture_output=True, timeout=180)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([BIN / "ray", "stop", "--force"], env=RAY_ENV, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server with artifact serving on loopback; stopped afterwards."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, 240, "the MLflow server did not answer")
-    yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
 
 
 def write_space(tmp_path: Path, name: str, epochs: int) -> Path:
@@ -106,16 +49,6 @@ def search_command(space: Path, workdir: Path, address: str, uri: str, *extra: s
             *extra]
 
 
-def trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's trained trials (derived sweep points are trials of their own)."""
-    return [t for t in study.trials if "condsearch.derived_from" not in t.user_attrs]
-
-
-def load(workdir: Path, name: str) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'study.db'}")
-
-
 def test_a_ray_search_with_two_concurrent_trials_reads_back_and_exports_from_elsewhere(
         ray_head, mlflow_server, tmp_path):
     space, workdir = write_space(tmp_path, "ray_basic", 1), tmp_path / "run"
@@ -123,8 +56,8 @@ def test_a_ray_search_with_two_concurrent_trials_reads_back_and_exports_from_els
                           capture_output=True, text=True, timeout=600, env=RAY_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    study = load(workdir, "ray_basic")
-    trials = trained(study)
+    study = load_study(workdir, "ray_basic")
+    trials = trained_trials(study)
     assert len(trials) == 4 and all(t.state == State.COMPLETE for t in trials)
     assert all(t.user_attrs.get("condsearch.ray_trial_id") for t in trials)
     assert len({t.user_attrs["condsearch.ray_trial_id"] for t in trials}) == 4
@@ -203,7 +136,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_search_completes(
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
 
-    trials = trained(load(workdir, "ray_worker_killed"))
+    trials = trained_trials(load_study(workdir, "ray_worker_killed"))
     assert len(trials) == 2 and all(t.state == State.COMPLETE for t in trials)
     runs = mlflow.search_runs(experiment_names=["ray_worker_killed"])
     trial_runs = runs[runs["tags.condsearch.role"] == "trial"]
@@ -226,15 +159,15 @@ def test_a_killed_driver_loses_no_completed_trial_and_the_rerun_resumes(
     wait_until(lambda: completed() >= 2, 400, "no 2 completed trials")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    before = {t.number: t.values for t in load(workdir, "ray_driver_killed").trials
+    before = {t.number: t.values for t in load_study(workdir, "ray_driver_killed").trials
               if t.state == State.COMPLETE}
 
     rerun = subprocess.run(search_command(space, workdir, ray_head, mlflow_server, "--trials", "1"),
                            capture_output=True, text=True, timeout=600, env=RAY_ENV)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    study = load(workdir, "ray_driver_killed")
+    study = load_study(workdir, "ray_driver_killed")
     after = {t.number: t.values for t in study.trials if t.state == State.COMPLETE}
     assert {n: after.get(n) for n in before} == before, "every completed trial is kept as it was"
-    new = [t for t in trained(study) if t.state == State.COMPLETE and t.number not in before]
+    new = [t for t in trained_trials(study) if t.state == State.COMPLETE and t.number not in before]
     assert len(new) == 1, "the rerun ran its one trial, counted once"
     assert not [t for t in study.trials if t.state == State.RUNNING]

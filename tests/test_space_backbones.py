@@ -3,8 +3,7 @@
 import optuna
 import pytest
 import yaml
-from test_space_sampling import sampled
-from test_space_validation import problems
+from helpers import problems, sampled
 
 from condsearch.space import parse_space
 

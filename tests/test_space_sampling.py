@@ -6,6 +6,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from helpers import DIGITS_IO, sampled
 
 from condsearch.space import SpaceError, load_space, parse_space
 
@@ -31,19 +32,6 @@ train:
   lr: {float: [1.0e-4, 1.0e-2], log: true}
   epochs: 1
 """
-
-
-def sampled(space, n=30, seed=0):
-    """(trial.params, arch) for n trials of a real study with a seeded random sampler."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        arch = space.sample(trial)
-        study.tell(trial, 0.0)
-        out.append((trial.params, arch))
-    return out
 
 
 def test_a_switched_off_component_resolves_to_enabled_false_and_suggests_nothing_else():
@@ -96,9 +84,8 @@ def test_a_choice_of_lists_and_null_returns_the_values_themselves():
 def test_a_sampled_arch_builds_a_model():
     from condsearch.models import build_model
 
-    io = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
     for _, arch in sampled(parse_space(CONDITIONAL), n=6):
-        assert sum(p.numel() for p in build_model(arch, io).parameters()) > 0
+        assert sum(p.numel() for p in build_model(arch, DIGITS_IO).parameters()) > 0
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

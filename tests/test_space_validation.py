@@ -3,10 +3,10 @@
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import DIGITS_IO, problems
 
 from condsearch.space import Problem, SpaceError, load_space, parse_space
 from condsearch.space.declared.token_transformer import param_count as arch_params
@@ -20,19 +20,6 @@ model:
   backbone: token_transformer
 """
 VALID = HEAD + "  dim: 16\n  depth: 2\n"
-LINE = re.compile(r"^(space\.yaml|--set):\d+: \S+: \S.*$")
-
-
-def problems(text: str, overrides: list[str] | None = None) -> list[str]:
-    """The problem lines of an invalid space (and a check that each reads as file:line: key: ...)."""
-    with pytest.raises(SpaceError) as info:
-        parse_space(textwrap.dedent(text), "space.yaml", overrides)
-    message = str(info.value)
-    assert "Traceback" not in message and "pydantic" not in message
-    assert message.splitlines() == [str(p) for p in info.value.problems]
-    for line in message.splitlines():
-        assert LINE.match(line), line
-    return message.splitlines()
 
 
 def test_a_minimal_space_validates_and_fills_defaults():
@@ -285,7 +272,6 @@ def test_importing_the_package_loads_neither_torch_nor_numpy_nor_optuna():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-DIGITS_IO = {"input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "vocab_size": None}
 FASHION_IO = {"input_kind": "image", "input_shape": [1, 28, 28], "num_classes": 10, "vocab_size": None}
 PARITY_IO = {"input_kind": "sequence", "input_shape": [16], "num_classes": 2, "vocab_size": 3}
 

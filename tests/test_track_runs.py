@@ -6,20 +6,13 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from condsearch.track import (
-    TrackingTarget,
-    TrialRun,
-    _trial_runs,
-    open_experiment,
-    start_parent_run,
-)
+from condsearch.track import TrackingTarget, TrialRun, _trial_runs
 
 
 @pytest.fixture()
-def target(tmp_path: Path) -> TrackingTarget:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment = open_experiment(uri, "runs", tmp_path / "mlartifacts")
-    return start_parent_run(uri, experiment, {"space": "runs"}, "name: runs\n")
+def target(tracking_target) -> TrackingTarget:
+    """A search's parent run for the trial runs, in an experiment of the test's own."""
+    return tracking_target
 
 
 @pytest.fixture()

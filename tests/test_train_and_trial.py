@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import free_port
 
 from condsearch.data import load_task
 from condsearch.models import build_model
@@ -83,14 +84,10 @@ def test_run_trial_returns_a_failure_instead_of_raising():
 
 
 def test_an_unreachable_tracking_server_warns_and_the_trial_still_completes(monkeypatch):
-    import socket
-
     from condsearch.track import TrackingTarget
     from condsearch.track._trial_runs import TrackingUnavailable
 
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
