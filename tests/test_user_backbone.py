@@ -267,3 +267,16 @@ def test_a_registered_backbone_brings_its_own_checks_and_depth():
             "the last layer (1..depth-1, and depth is at most 5)"]
     finally:
         unregister_backbone("staged")
+
+
+def test_registering_a_declared_factory_takes_its_declaration():
+    @cs.declare_backbone(params={"width": cs.Param("int", 8, lo=1)}, hosts=("early_exit",))
+    def build(model, io):
+        raise AssertionError("not built here")
+
+    decl = cs.register_backbone("declared_once", build)
+    try:
+        assert set(decl.params) == {"width"} and decl.hosts == ("early_exit",)
+        assert cs.register_backbone("declared_once", build, hosts=()).hosts == ("early_exit",)
+    finally:
+        unregister_backbone("declared_once")

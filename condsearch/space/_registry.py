@@ -83,7 +83,8 @@ def register_backbone(name: str, factory: str | Callable[..., Any], *,
     `factory` is a callable or its import path `module:function` (imported when first built).
     `params` declares keys (`condsearch.Param`: type, range, default, help), validated like the
     built-ins' with `file:line` messages; `hosts` names the built-in components its model may
-    hold under `model.components`. `check(ctx)` adds cross-key checks (`condsearch.space.
+    hold under `model.components`; a factory decorated with `declare_backbone` brings that
+    declaration, which these arguments override. `check(ctx)` adds cross-key checks (`condsearch.space.
     CheckContext`); `depth(keys)` gives the (lowest, highest) count of layers that hosted
     components' positions index. Registering a name again replaces it; built-in names are
     refused.
@@ -94,6 +95,13 @@ def register_backbone(name: str, factory: str | Callable[..., Any], *,
         raise ValueError(f"{name!r} is a built-in backbone; choose another name")
     if isinstance(factory, str) and not IMPORT_PATH.match(factory):
         raise ValueError(f"factory {factory!r}: expected 'package.module:function'")
+    stated = getattr(factory, DECLARATION_ATTR, None)
+    if isinstance(stated, Backbone):  # what `declare_backbone` stated, unless given again here
+        params = stated.params if params is None else params
+        hosts, section = hosts or stated.hosts, section or stated.section
+        knobs, strict = stated.knobs if knobs is None else knobs, strict or stated.strict
+        check, depth = check or stated.check, depth or stated.depth
+        doc = doc or stated.doc
     declared = _check_params(params)
     decl = Backbone(name=name, factory=factory, params=declared, section=section,
                     hosts=_check_hosts(hosts), knobs=dict(knobs or {}), strict=strict,
