@@ -49,6 +49,9 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+#: subpackages reachable as `condsearch.NAME` after a plain `import condsearch`, imported on first
+#: use; not in __all__, so `from condsearch import *` does not load Ray (`tune`)
+_SUBPACKAGES = ("tune",)
 
 
 def __getattr__(name: str) -> Any:
@@ -56,6 +59,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'condsearch' has no attribute {name!r}")
 
 

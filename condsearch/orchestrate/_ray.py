@@ -1,165 +1,172 @@
-"""The Ray backend: Ray Tune runs each trial's `run_trial` on a cluster worker, while the driver's
-searcher asks the same Optuna study and records results through the same session as local."""
+"""The Ray backend (`--backend ray`), built on the public `condsearch.tune` pieces: Ray Tune runs
+`condsearch.tune.trainable` on cluster workers, while `SpaceSearcher`, the public Searcher on the
+search's own study, records results through the same session as the local backend."""
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
 import os
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ray.tune.search.optuna import OptunaSearch
-
-from condsearch._names import ATTR_RAY_TRIAL, OBJECTIVE_METRICS
-from condsearch.orchestrate._optuna_private import study_storage
-from condsearch.orchestrate._ray_private import (
-    asked_trial,
-    is_completed,
-    mark_completed,
-    unfinished_trials,
-    use_study,
-    without_driver_state,
-)
 from condsearch.orchestrate._session import Session
-from condsearch.orchestrate._trial import DerivedPoint, TrialResult, TrialSpec, run_trial
-from condsearch.track._target import TrackingTarget
+from condsearch.orchestrate._workdir import SearchError
+from condsearch.tune._keys import EPOCH
+from condsearch.tune._searcher import Searcher
+from condsearch.tune._trainable import trainable
 
-RESULT_KEY = "condsearch_result"
-#: SpaceSearcher's own attributes that hold live driver objects (OptunaSearch's: DRIVER_STATE)
-_OWN_DRIVER_STATE = ("_session", "_archs", "_pending_arch")
-
-
-def spec_to_plain(spec: TrialSpec) -> dict[str, Any]:
-    return asdict(spec)
-
-
-def spec_from_plain(plain: dict[str, Any]) -> TrialSpec:
-    data = dict(plain)
-    if data.get("tracking") is not None:
-        data["tracking"] = TrackingTarget(**data["tracking"])
-    data["objectives"] = [tuple(o) for o in data["objectives"]]
-    return TrialSpec(**data)
+#: SpaceSearcher's own attribute holding a live driver object (the session)
+_OWN_DRIVER_STATE = ("_session",)
+#: TuneConfig fields the search sets itself: a user's tune_config may not
+_SEARCH_OWNS = ("search_alg", "num_samples")
 
 
-def result_from_plain(plain: dict[str, Any]) -> TrialResult:
-    data = dict(plain)
-    data["derived"] = [DerivedPoint(**d) for d in data.get("derived", [])]
-    return TrialResult(**data)
-
-
-def _close_abandoned_runs(spec: TrialSpec) -> None:
-    """A retried trial's earlier attempt died with its worker: mark its MLflow runs KILLED."""
-    if spec.tracking is None:
-        return
-    from mlflow import MlflowClient
-
-    client = MlflowClient(spec.tracking.uri)
-    runs = client.search_runs(
-        [spec.tracking.experiment_id],
-        f"tags.condsearch.trial = '{spec.number}' and attributes.status = 'RUNNING' "
-        f"and tags.mlflow.parentRunId = '{spec.tracking.parent_run_id}'")
-    for run in runs:
-        client.set_terminated(run.info.run_id, "KILLED")
-
-
-def train_on_worker(config: dict[str, Any]) -> None:
-    """The Ray Tune trainable: the same `run_trial` as the local backend, one report at the end."""
-    from ray import tune
-
-    spec = spec_from_plain(config["spec"])
-    _close_abandoned_runs(spec)
-    result = run_trial(spec)
-    report = {metric: float(result.metrics.get(metric, math.nan))
-              for metric in OBJECTIVE_METRICS.values()}
-    report[RESULT_KEY] = json.dumps(asdict(result))
-    tune.report(report)
-
-
-class SpaceSearcher(OptunaSearch):
-    """OptunaSearch over a condsearch space, driving the search's own multi-objective study.
-
-    Trials are sampled by `SearchSpace.sample` (conditional keys included) and recorded by the
-    session: constraints set, derived points added, and a trial told FAIL, never COMPLETE,
-    when it stopped early, failed or lacks a finite objective. Each Optuna trial keeps its Ray
-    trial id; the MLflow run id is kept by the recording. Its state lives in the study, so Ray's
-    searcher checkpoints hold nothing.
-    """
+class SpaceSearcher(Searcher):
+    """The public Searcher driving the search's study and recording through its session: the
+    front, its MLflow tags and the progress bar follow every trial, as on the local backend."""
 
     def __init__(self, session: Session) -> None:
-        objectives = session.space.objectives
-        super().__init__(
-            space=self._sample,
-            metric=[OBJECTIVE_METRICS[name] for name, _ in objectives],
-            mode=["max" if d == "maximize" else "min" for _, d in objectives],
-            sampler=session.study.sampler, study_name=session.study.study_name,
-            storage=study_storage(session.study),
-        )
-        use_study(self, session.study)
+        super().__init__(session.space, study=session.study, tracking=session.target,
+                         seed=session.seed)
+        # The study's own storage URL, so a restored searcher could reopen it.
+        self._storage_url = session.state.storage
         self._session = session
-        self._archs: dict[str, dict[str, Any]] = {}
-        self._started: dict[str, float] = {}
 
-    def _sample(self, trial: Any) -> dict[str, Any]:
-        arch = self._session.space.sample(trial)
-        self._pending_arch = arch
-        return {"spec": spec_to_plain(self._session.spec(trial, arch))}
+    def _record(self, trial: Any, arch: dict[str, Any], result: Any, seconds: float) -> None:
+        self._session.record(trial, arch, result, seconds)
 
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        asked_trial(self, trial_id).set_user_attr(ATTR_RAY_TRIAL, trial_id)
-        self._archs[trial_id] = self._pending_arch
-        self._started[trial_id] = time.perf_counter()
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Multi-objective trials report once, at the end; nothing to tell before."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
-        trial = asked_trial(self, trial_id)
-        if trial is None or is_completed(self, trial_id):
-            return
-        if result and RESULT_KEY in result:
-            outcome = result_from_plain(json.loads(result[RESULT_KEY]))
-        else:
-            reason = ("its worker failed and the retries ran out" if error
-                      else "it stopped before it reported a result")
-            outcome = TrialResult(number=trial.number, ok=False, error=f"trial {reason}")
-        seconds = time.perf_counter() - self._started.pop(trial_id, time.perf_counter())
-        self._session.record(trial, self._archs.pop(trial_id), outcome, seconds)
-        mark_completed(self, trial_id)
+    def _prune(self, trial: Any, arch: dict[str, Any], last: dict[str, Any],
+               seconds: float) -> None:
+        super()._prune(trial, arch, last, seconds)
+        session = self._session
+        session.failed += 1
+        session.bar.trial_done(trial.number, False, seconds,
+                               f"stopped early after epoch {last.get(EPOCH, 0)}",
+                               session.keeper.front, session.keeper.hypervolume)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Ray pickles the searcher with the experiment; the live study and session stay behind.
-        return {k: v for k, v in without_driver_state(self.__dict__).items()
-                if k not in _OWN_DRIVER_STATE}
+        # Ray pickles the searcher with the experiment; the live session stays behind.
+        return {k: v for k, v in super().__getstate__().items() if k not in _OWN_DRIVER_STATE}
 
-    def save(self, checkpoint_path: str) -> None:
-        """Nothing to save: the study is the searcher's state."""
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Nothing to restore: the study is the searcher's state."""
+def is_auth_failure(exc: BaseException) -> bool:
+    """Whether a failed `ray.init` looks like token authentication refusing this driver (Ray
+    wraps the AuthenticationError's text in a RuntimeError under a ConnectionError)."""
+    markers = ("authenticationerror", "invalidauthtoken", "authentication token",
+               "unauthenticated", "ray_auth_mode")
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__.lower()
+        if "authentication" in name or any(m in str(current).lower() for m in markers):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def connection_message(address: str | None, exc: BaseException) -> str:
+    """One line saying why joining Ray failed and what to do, naming the address given."""
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    if is_auth_failure(exc):
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            return (f"{where} refused this machine's Ray token: put the cluster's token in "
+                    "~/.ray/auth_token or RAY_AUTH_TOKEN")
+        return (f"{where} uses token authentication: set RAY_AUTH_MODE=token (and the "
+                "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN) and retry")
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    detail = f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+    verb = "connect to" if address else "start"
+    return f"could not {verb} {where} ({detail})"
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at a host:port address (Ray itself retries for minutes)."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SearchError(f"the Ray address {address!r} is not host:port")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SearchError(f"could not connect to the Ray cluster at {address} ({reason}): is "
+                          "`ray start --head` running there, and is the address right?") from None
 
 
 def _connect(address: str | None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS; else start a local Ray); any failure is a
+    one-line SearchError."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR", configure_logging=True)
+    if address:
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=True)
+    except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ValueError
+        raise SearchError(connection_message(address, exc)) from None
 
 
-def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | None) -> None:
+def _changed(config: Any) -> dict[str, Any]:
+    """The fields of a TuneConfig / RunConfig its maker set away from their defaults."""
+    if config is None:
+        return {}
+    blank = type(config)()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if getattr(config, f.name) is not getattr(blank, f.name)
+            and getattr(config, f.name) != getattr(blank, f.name)}
+
+
+def _tune_config(searcher: Searcher, n_trials: int, execution: dict[str, Any],
+                 user: Any) -> Any:
+    """The search's TuneConfig with a user's pieces (scheduler, time budget, ...) laid over."""
+    from ray import tune
+
+    mine = _changed(user)
+    owned = sorted(k for k in _SEARCH_OWNS if k in mine)
+    if owned:
+        raise SearchError(f"tune_config may not set {', '.join(owned)}: the search supplies its "
+                          "searcher and takes the number of trials from --trials")
+    # Reusing a worker between trials saves starting a process and importing torch each time
+    # (seconds per trial); a trial frees its model and data when it ends.
+    base = dict(max_concurrent_trials=int(execution["concurrency"]), reuse_actors=True)
+    return tune.TuneConfig(**{**base, **mine, "search_alg": searcher, "num_samples": n_trials})
+
+
+def _run_config(name: str, workdir: Path, execution: dict[str, Any], user: Any) -> Any:
+    """The search's RunConfig (storage in DIR/ray, retries, the last checkpoint kept) with a
+    user's pieces (callbacks, stop, storage, ...) laid over."""
+    from ray import tune
+
+    base = dict(
+        name=name, storage_path=str((workdir / "ray").resolve()),
+        failure_config=tune.FailureConfig(max_failures=int(execution["max_retries"])),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
+    return tune.RunConfig(**{**base, **_changed(user)})
+
+
+def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | None, *,
+               tune_config: Any = None, run_config: Any = None) -> None:
     """Run `n_trials` trials as one Ray Tune experiment in `workdir/ray`; a trial whose worker
-    dies is retried (`search.max_retries`), and Ray's storage keeps the experiment's files."""
+    dies is retried (`search.max_retries`) from its last epoch's checkpoint.
+
+    `tune_config` (a `ray.tune.TuneConfig`: scheduler, time_budget_s, max_concurrent_trials,
+    reuse_actors, ...) and `run_config` (a `ray.tune.RunConfig`: callbacks, stop, name,
+    storage_path, failure_config, checkpoint_config, ...) override the search's own settings
+    field by field (a field left at, or set to, Ray's default keeps the search's value: the
+    space's concurrency and max_retries, reuse_actors=True, DIR/ray, the last checkpoint kept);
+    the search always supplies search_alg and num_samples. Trials a scheduler stops early are
+    PRUNED; whatever Ray leaves unfinished (Ctrl-C) is told FAIL."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import optuna
     from ray import tune
 
     _connect(address)
@@ -167,21 +174,15 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
     resources = {"cpu": float(execution["cpus_per_trial"]),
                  "gpu": float(execution["gpus_per_trial"])}
     searcher = SpaceSearcher(session)
+    function = trainable(session.space, session.target, seed=session.seed)
     tuner = tune.Tuner(
-        tune.with_resources(train_on_worker, resources),
-        # Reusing a worker between trials saves starting a process and importing torch each
-        # time (seconds per trial); a trial frees its model and data when it ends.
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials,
-                                    max_concurrent_trials=int(execution["concurrency"]),
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=session.space.name, storage_path=str((workdir / "ray").resolve()),
-            failure_config=tune.FailureConfig(max_failures=int(execution["max_retries"])),
-            verbose=0),
+        tune.with_resources(function, resources),
+        tune_config=_tune_config(searcher, n_trials, execution, tune_config),
+        run_config=_run_config(session.space.name, workdir, execution, run_config),
     )
     try:
         tuner.fit()
     finally:
-        # Trials Ray never finished (Ctrl-C, a dead driver's leftovers) must not stay RUNNING.
-        for trial in unfinished_trials(searcher):
-            session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        # Trials Ray never finished (Ctrl-C, a scheduler's leftovers) must not stay RUNNING.
+        searcher.close_unfinished(
+            reason="the search stopped before the trial finished (interrupted)")

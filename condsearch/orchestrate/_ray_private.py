@@ -1,10 +1,15 @@
 """Every use condsearch makes of Ray Tune's private API, in one place: OptunaSearch's internals.
 
-`SpaceSearcher` subclasses Ray's OptunaSearch to drive the search's own study; OptunaSearch keeps
-its study, its asked trials and its finished ids in private attributes with no public accessor.
-Each function names the attribute it relies on and the Ray version it was checked against;
-tests/test_private_apis.py exercises each against the installed Ray (no cluster needed), so an
-upgrade that renames one fails there loudly.
+Nothing in condsearch calls these any more: the Ray backend's `SpaceSearcher` now subclasses the
+public `condsearch.tune.Searcher`, which subclasses Ray's public `ray.tune.search.Searcher` and
+keeps its own record of asked and told trials. They stay, with their checks in
+tests/test_private_apis.py, for code written against the former OptunaSearch-based searcher, and
+can go together with those checks.
+
+OptunaSearch keeps its study, its asked trials and its finished ids in private attributes with no
+public accessor. Each function names the attribute it relies on and the Ray version it was
+checked against; tests/test_private_apis.py exercises each against the installed Ray (no cluster
+needed), so an upgrade that renames one fails there loudly.
 """
 
 from __future__ import annotations

@@ -135,11 +135,15 @@ def _device_name(spec: TrialSpec) -> str | None:
 
 
 def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
-              on_model: Callable[[Any], None] | None = None) -> TrialResult:
+              on_model: Callable[[Any], None] | None = None, *, fit_state: Any = None,
+              on_run: Callable[[str | None], None] | None = None) -> TrialResult:
     """Train and measure one candidate; a failure is returned (ok=False), never raised.
 
     `on_epoch(epoch, epochs, record)` follows training; `on_model(model)` receives the trained
-    model (knobs as trained) once the trial succeeded, for a caller that keeps it."""
+    model (knobs as trained) once the trial succeeded, for a caller that keeps it.
+    `fit_state` (a `condsearch.train._fit.FitState`) is handed to `fit`: it exposes the live fit
+    to `on_epoch` and, holding a saved fit, resumes it; `on_run(run_id)` gets the MLflow run id
+    (None without tracking) before training starts."""
     for folder in spec.code_paths:
         if folder not in sys.path:
             sys.path.append(folder)
@@ -149,6 +153,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         tags["condsearch.device"] = device_name
     run = TrialRun(spec.tracking, f"trial-{spec.number}", tags)
     result = TrialResult(number=spec.number, ok=False, run_id=run.run_id)
+    if on_run is not None:
+        on_run(run.run_id)
     model = None
     try:
         from condsearch.blocks import inference_knobs
@@ -171,7 +177,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
             if on_epoch is not None:
                 on_epoch(epoch, epochs, record)
 
-        fit(model, task, train_cfg, device=device, seed=spec.seed, on_epoch=epoch_done)
+        fit(model, task, train_cfg, device=device, seed=spec.seed, on_epoch=epoch_done,
+            state=fit_state)
         batch = int(train_cfg["eval_batch_size"])
         result.knobs = inference_knobs(model)
         result.metrics = _measure(model, task, evaluate(model, task, "val", batch), batch)
@@ -197,7 +204,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         if on_model is not None:
             on_model(model)
         run.end("FINISHED")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; Ray Tune stopping a trial's thread
         run.end("KILLED")
         raise
     except Exception as exc:  # a trial's own failure must not stop the search

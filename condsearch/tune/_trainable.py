@@ -1,0 +1,172 @@
+"""`trainable(space)`: a Ray Tune function trainable that runs condsearch's own trial function
+(seed, build, fit, evaluate with per-sample FLOPs, knob sweep), reporting every epoch with a
+checkpoint, so Tune's schedulers can stop it early and a retried or paused trial resumes."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from condsearch.orchestrate._trial import TrialResult, TrialSpec, run_trial
+from condsearch.track._target import TrackingTarget
+from condsearch.tune._checkpoint import load_checkpoint, write_checkpoint
+from condsearch.tune._keys import FLOPS_SUBSET
+from condsearch.tune._reports import epoch_report, final_report, metric_keys, subset_indices
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial of a space shares, as plain data (it travels to the workers)."""
+
+    task: Any
+    sweep: dict[str, list[float]]
+    seed: int
+    objectives: list[tuple[str, str]]
+    tracking: TrackingTarget | None = None
+    code_paths: list[str] = field(default_factory=list)
+    flops_samples: int = FLOPS_SUBSET
+
+    def spec(self, config: dict[str, Any]) -> TrialSpec:
+        """The trial the searcher suggested (`{"number": n, "arch": {...}}`)."""
+        number = int(config["number"])
+        return TrialSpec(number=number, arch=config["arch"], task=self.task, sweep=self.sweep,
+                         seed=self.seed + number, tracking=self.tracking,
+                         objectives=list(self.objectives), code_paths=list(self.code_paths))
+
+
+def trainable(space: Any, tracking: TrackingTarget | None = None, *, seed: int | None = None,
+              sweep: bool = True, flops_samples: int = FLOPS_SUBSET
+              ) -> Callable[[dict[str, Any]], None]:
+    """A function trainable (`train(config)`) for `space`'s trials; pair it with `Searcher`.
+
+    `config` is what the searcher suggested: `{"number": trial number, "arch": sampled arch}`.
+    A trial is seeded with `seed` (default: the space's) + its number, as the local backend
+    seeds it; `tracking` logs it as a child run of that MLflow parent run; `sweep=False` skips
+    the inference-knob sweep; an epoch's FLOPs are measured on `flops_samples` validation
+    samples (see `condsearch.tune.subset_indices`).
+    """
+    plan = TrialPlan(task=space.task, sweep=dict(space.sweep) if sweep else {},
+                     seed=int(space.seed if seed is None else seed),
+                     objectives=list(space.objectives), tracking=tracking,
+                     code_paths=list(space.code_paths), flops_samples=int(flops_samples))
+
+    def condsearch_trial(config: dict[str, Any]) -> None:
+        run_planned_trial(plan, config)
+
+    return condsearch_trial
+
+
+def run_planned_trial(plan: TrialPlan, config: dict[str, Any], session: Any = None
+                      ) -> TrialResult:
+    """Run one trial inside a Tune session: resume from its checkpoint if Tune hands one, report
+    each epoch but the last with a checkpoint, then the final report with the whole result.
+
+    `session` offers `report(metrics, checkpoint=None)` and `get_checkpoint()`: `ray.tune`
+    itself by default; a test may pass its own."""
+    from condsearch.train._fit import FitState
+
+    if session is None:
+        from ray import tune as session
+    spec = plan.spec(config)
+    close_abandoned_runs(spec)
+    checkpoint = session.get_checkpoint()
+    state = FitState(load_checkpoint(checkpoint) if checkpoint is not None else None)
+    reporter = EpochReporter(plan, spec, state, session.report)
+    result = run_trial(spec, on_epoch=reporter.epoch_done, fit_state=state,
+                       on_run=reporter.run_started)
+    session.report(reporter.final(result))
+    return result
+
+
+class EpochReporter:
+    """Turns each epoch of a running fit into a report with a checkpoint (but the last epoch:
+    the final report, after the full evaluation, stands for it)."""
+
+    def __init__(self, plan: TrialPlan, spec: TrialSpec, state: Any,
+                 report: Callable[..., None]) -> None:
+        self.plan, self.spec, self.state, self._report = plan, spec, state, report
+        self.run_id: str | None = None
+        self.epoch = state.resumed_epoch
+        self.loss = float(state.saved["history"][-1]["train_loss"]) if state.saved else math.nan
+        #: the validation set's size (the final report's FLOPs are measured on all of it)
+        self.val_samples = 0
+
+    def run_started(self, run_id: str | None) -> None:
+        self.run_id = run_id
+
+    def epoch_done(self, epoch: int, epochs: int, record: dict[str, float]) -> None:
+        """Report the epoch, with the fit's state as a checkpoint, unless it was the last."""
+        from ray.tune import Checkpoint
+
+        self.epoch, self.loss = epoch, float(record["train_loss"])
+        self.val_samples = int(self.state.task.val[0].shape[0])
+        if epoch >= epochs:
+            return
+        measured, samples = self.measure()
+        report = epoch_report(epoch, record, measured, self.plan.objectives, self.run_id, samples)
+        with tempfile.TemporaryDirectory(prefix="condsearch-ckpt-") as folder:
+            write_checkpoint(folder, self.state.save(), self.spec.number)
+            self._report(report, checkpoint=Checkpoint.from_directory(folder))
+
+    def measure(self) -> tuple[dict[str, float], int]:
+        """The objective metrics on the fixed validation subset (`subset_indices`)."""
+        model, x_val = self.state.model, self.state.task.val[0]
+        idx = subset_indices(int(x_val.shape[0]), self.plan.flops_samples)
+        x = x_val[idx].to(self.state.device)
+        return subset_metrics(model, x, self.plan.objectives, _eval_batch(self.spec)), len(idx)
+
+    def final(self, result: TrialResult) -> dict[str, Any]:
+        """The final report (the full validation set's values, or NaN for a failed trial)."""
+        return final_report(result, self.epoch, self.loss, self.plan.objectives,
+                            self.val_samples)
+
+
+def subset_metrics(model: Any, x: Any, objectives: list[tuple[str, str]],
+                   batch: int) -> dict[str, float]:
+    """Mean per-sample FLOPs of `x` (and params, batch-1 latency when they are objectives),
+    leaving the RNG streams and the train/eval mode as they were: the trial then trains exactly
+    as it does on the local backend."""
+    import torch
+
+    from condsearch.cost import batch1_latency_ms, count_params, per_sample_flops
+
+    keys = metric_keys(objectives)
+    was_training = model.training
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model.eval()
+        try:
+            flops = [per_sample_flops(model, x[i : i + batch])[1] for i in range(0, len(x), batch)]
+            measured = {"flops": float(torch.cat(flops).double().mean())}
+            if "params" in keys:
+                measured["params"] = float(count_params(model))
+            if "latency_ms" in keys:
+                measured["latency_ms"] = batch1_latency_ms(model, x)
+        finally:
+            model.train(was_training)
+    return measured
+
+
+def _eval_batch(spec: TrialSpec) -> int:
+    from condsearch.space import TRAIN_PARAMS, complete
+
+    return int(complete(TRAIN_PARAMS, spec.arch.get("train"))["eval_batch_size"])
+
+
+def close_abandoned_runs(spec: TrialSpec) -> None:
+    """A retried (or resumed) trial's earlier attempt left its MLflow runs RUNNING: end them
+    KILLED. One query per trial start, and only with tracking."""
+    if spec.tracking is None:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(spec.tracking.uri)
+    runs = client.search_runs(
+        [spec.tracking.experiment_id],
+        f"tags.condsearch.trial = '{spec.number}' and attributes.status = 'RUNNING' "
+        f"and tags.mlflow.parentRunId = '{spec.tracking.parent_run_id}'")
+    for run in runs:
+        client.set_terminated(run.info.run_id, "KILLED")
