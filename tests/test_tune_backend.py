@@ -52,3 +52,56 @@ def test_a_users_run_config_adds_callbacks_and_keeps_the_search_storage(tmp_path
     merged = _run_config("space", tmp_path, EXECUTION, tune.RunConfig(
         name="mine", failure_config=tune.FailureConfig(max_failures=1)))
     assert merged.name == "mine" and merged.failure_config.max_failures == 1
+
+
+DRIVER = """\
+import json, sys
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+import condsearch as cs
+
+class Seen(tune.Callback):
+    def __init__(self):
+        self.completed = 0
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.completed += 1
+
+seen = Seen()
+summary = cs.search(sys.argv[1], trials=4, workdir=sys.argv[2], backend="ray",
+                    address=sys.argv[3], progress=False,
+                    tune_config=tune.TuneConfig(scheduler=ASHAScheduler(
+                        metric="accuracy", mode="max", grace_period=1, max_t=3)),
+                    run_config=tune.RunConfig(callbacks=[seen]))
+print(json.dumps({"completed": summary.completed, "seen": seen.completed}))
+"""
+
+SPACE = """\
+name: ray_asha
+task: {dataset: digits, train_limit: 300}
+model: {backbone: token_transformer, dim: {choice: [8, 16]}, depth: 2, heads: 2, patch_size: 4}
+objectives: [accuracy, flops]
+train: {epochs: 3, batch_size: 64, lr: {float: [1.0e-5, 1.0e-2], log: true}}
+"""
+
+
+@pytest.mark.slow
+def test_search_on_ray_passes_the_users_scheduler_and_callbacks(ray_head, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import optuna
+    from helpers import RAY_ENV
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    done = subprocess.run([sys.executable, "driver.py", "space.yaml", "w", ray_head],
+                          cwd=tmp_path, env=RAY_ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["seen"] == 4
+    study = optuna.load_study(study_name="ray_asha", storage=f"sqlite:///{tmp_path / 'w/study.db'}")
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert report["completed"] == sum(t.state == optuna.trial.TrialState.COMPLETE
+                                      for t in study.trials)

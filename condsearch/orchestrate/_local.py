@@ -50,7 +50,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
            storage: str | None = None, address: str | None = None,
            experiment: str | None = None, experiment_id: str | None = None,
            tags: dict[str, str] | None = None, study: Any = None, sampler: Any = None,
-           callbacks: list[Any] | None = None) -> SearchSummary:
+           callbacks: list[Any] | None = None, tune_config: Any = None,
+           run_config: Any = None) -> SearchSummary:
     """Run `trials` more trials of `space` (a SearchSpace or a YAML path) in `workdir`.
 
     Resumes the study already in `workdir` (or at `storage`, an Optuna database URL). Ctrl-C
@@ -69,9 +70,18 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     replaces the one the space names; each `callbacks` entry is called as
     `callback(study, frozen_trial)` after every trained trial is recorded, as
     `study.optimize` calls its callbacks.
+
+    Ray (`backend="ray"`): `tune_config` (a `ray.tune.TuneConfig`: scheduler,
+    max_concurrent_trials, time_budget_s, ...) and `run_config` (a `ray.tune.RunConfig`:
+    callbacks, stop, checkpoint and failure settings, ...) pass the user's pieces to the Tuner
+    built from `condsearch.tune.trainable` and `condsearch.tune.Searcher`; a field they leave at
+    Ray's default keeps the search's value, and `search_alg` / `num_samples` are the search's.
     """
     if backend not in BACKENDS:
         raise SearchError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend != "ray" and (tune_config is not None or run_config is not None):
+        raise SearchError("tune_config and run_config configure the ray backend; pass "
+                          "backend='ray'")
     space = _resolve_space(space, overrides)
     workdir = Path(workdir or f"runs/{space.name}")
     n_trials = int(trials if trials is not None else space.trials)
@@ -91,7 +101,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
             except ImportError as exc:
                 raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
                                   "pip install 'condsearch[ray]'") from None
-            run_on_ray(session, n_trials, workdir, address)
+            run_on_ray(session, n_trials, workdir, address, tune_config=tune_config,
+                       run_config=run_config)
         else:
             _run_locally(session, n_trials)
     return SearchSummary(workdir=workdir, study_name=session.study.study_name, completed=session.completed,

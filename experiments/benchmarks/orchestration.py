@@ -391,7 +391,7 @@ def _worker_setup() -> None:
     if not path:
         return
     # what the trainable would import anyway when Ray deserialises it (torch, mlflow, optuna)
-    import condsearch.orchestrate._ray as ray_backend
+    import condsearch.tune._trainable as ray_backend
 
     if getattr(ray_backend.run_trial, "__wrapped_by_bench__", False):
         return
@@ -405,7 +405,7 @@ def _worker_setup() -> None:
     clock = Clock()
     install_trial_timers(clock)
     inner = ray_backend.run_trial
-    close = ray_backend._close_abandoned_runs
+    close = ray_backend.close_abandoned_runs
     closing: dict[str, float] = {}
 
     def close_abandoned_runs(spec: Any) -> None:  # called by the trainable before run_trial
@@ -429,7 +429,7 @@ def _worker_setup() -> None:
 
     run_trial.__wrapped_by_bench__ = True  # type: ignore[attr-defined]
     ray_backend.run_trial = run_trial
-    ray_backend._close_abandoned_runs = close_abandoned_runs
+    ray_backend.close_abandoned_runs = close_abandoned_runs
 
 
 def start_ray(root: Path) -> tuple[float, Path]:
@@ -439,7 +439,7 @@ def start_ray(root: Path) -> tuple[float, Path]:
     timings = root / "ray_trial_timings.jsonl"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     start = time.perf_counter()
-    # The same options as condsearch's own `ray.init` (search/_ray.py `_connect`).
+    # The same options as condsearch's own `ray.init` (orchestrate/_ray.py `_connect`).
     ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
              log_to_driver=False, logging_level="ERROR", configure_logging=True,
              runtime_env={"worker_process_setup_hook": _worker_setup,
@@ -484,7 +484,7 @@ def run_ray(trials: int, concurrency: int, root: Path, timings: Path, clock: Clo
         config = suggest(self, trial_id)
         if config is not None:
             stamps[trial_id]["suggest"] = t
-            numbers[trial_id] = self._ot_trials[trial_id].number
+            numbers[trial_id] = self.trial_number(trial_id)
         return config
 
     def timed_complete(self: Any, trial_id: str, result: Any = None, error: bool = False) -> None:
