@@ -10,11 +10,14 @@ Path = tuple[str | int, ...]
 class LineMap:
     """1-based line of every key (and list item) of a document, looked up by key path."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, source: str | yaml.Node | None) -> None:
+        """`source`: YAML text, or its node graph already composed (and, for a file that may be
+        hostile, checked against the limits of `condsearch.space._limits.compose`: this walk
+        expands aliases, so it is only as small as the graph's expansion)."""
         self.lines: dict[Path, int] = {}
         #: (path, line, line of the first occurrence) of each key that appears twice in a mapping
         self.duplicates: list[tuple[Path, int, int]] = []
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(source, Loader=yaml.SafeLoader) if isinstance(source, str) else source
         if root is not None:
             self._walk(root, ())
 

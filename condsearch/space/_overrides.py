@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from condsearch.space._limits import LimitExceeded, load_limited
+
 Path = tuple[str | int, ...]
 _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -36,7 +38,9 @@ def parse_override(raw: str) -> tuple[Path, Any]:
     if bad:
         raise ValueError(f"{bad[0]!r} is not a valid key in {key!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_limited(text) if text.strip() else None
+    except LimitExceeded as err:
+        raise ValueError(f"value of {key!r}: {err.message}") from None
     except yaml.YAMLError as err:
         reason = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ValueError(f"value {text!r} is not valid YAML: {reason}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from condsearch.space._distributions import (
 )
 from condsearch.space._errors import OVERRIDE_FILE, Problem, SpaceError, dotted
 from condsearch.space._io import known_io
+from condsearch.space._limits import MAX_CHARS, LimitExceeded, compose, size_message
 from condsearch.space._lines import LineMap
 from condsearch.space._overrides import Override, apply_overrides
 from condsearch.space._registry import (
@@ -243,10 +245,15 @@ def load_space(path: str | Path, overrides: list[str] | None = None,
     the keys it declares checked, only with `trust_code` (`SearchSpace.trusted()` does it later).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read(MAX_CHARS + 1)  # never more: a file past the limit is refused unread
+            size = os.fstat(file.fileno()).st_size if len(text) > MAX_CHARS else 0
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise SpaceError([Problem(str(path), 1, "(file)", f"cannot read the file: {reason}")]) from None
+    if len(text) > MAX_CHARS:
+        message = size_message(size, "bytes") if size > MAX_CHARS else size_message(len(text))
+        raise SpaceError([Problem(str(path), 1, "(file)", message)])
     return parse_space(text, str(path), overrides, trust_code)
 
 
@@ -255,8 +262,15 @@ def parse_space(text: str, path: str = "<string>", overrides: list[str] | None =
     """Validate search-space YAML text; `path` names the file in messages and is where import
     paths are also looked for (see `load_space` for `trust_code`)."""
     try:
-        lines = LineMap(text)
-        data = yaml.safe_load(text)
+        # one composed graph, checked against the limits before anything expands its aliases
+        root, loader = compose(text)
+        try:
+            lines = LineMap(root)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except LimitExceeded as err:
+        raise SpaceError([Problem(path, err.line, err.key, err.message)]) from None
     except yaml.YAMLError as err:
         raise SpaceError([_syntax_problem(path, err)]) from None
     near = str(Path(path).resolve().parent) if path != "<string>" else None
