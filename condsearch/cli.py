@@ -55,6 +55,10 @@ def _resolve_workdir(workdir: Path | None) -> Path:
           + ", ".join(str(p) for p in found))
 
 
+#: the largest seed; kept equal to condsearch.space._schema.MAX_SEED (not imported: this module
+#: loads nothing of condsearch at import)
+MAX_SEED = 2**31 - 1
+
 STORAGE_HELP = ("Read the search from its study database URL instead of a workdir (from any "
                 "machine that reaches it and the MLflow server).")
 STUDY_HELP = "The study's name in --storage (needed when it holds several)."
@@ -131,7 +135,8 @@ def search(
                                                   "run and every trial run; repeatable.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna study database URL (default: "
                                                 "sqlite in the workdir).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampler and training seed.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler and training seed, 0 to 2**31-1 "
+                                             "(default: the YAML's).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value; "
                                                    "repeatable.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -139,12 +144,19 @@ def search(
     """Run (or resume) a search: trials are trained, measured and logged to MLflow.
 
     A backbone the space names as 'module:function' is code, imported and run by the search."""
+    if trials is not None and trials < 1:
+        _fail(f"--trials must be >= 1, got {trials}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        _fail(f"--seed must be between 0 and {MAX_SEED} (2**31-1, room for the seeds of later "
+              f"trials and resumes), got {seed}")
     tags = _parse_tags(tag)
     loaded = _load_space(space, set_, trust_code=True)
     from condsearch.orchestrate import search as run_search
+    from condsearch.orchestrate._workdir import check_workdir
 
     workdir = workdir or Path("runs") / loaded.name
     try:
+        check_workdir(workdir)
         summary = run_search(loaded, trials=trials, workdir=workdir, backend=backend,
                              tracking_uri=tracking_uri, seed=seed, progress=not quiet,
                              storage=storage, address=address, experiment=experiment,
@@ -224,15 +236,21 @@ def export(
                                              "(a front point).")] = None,
     register: Annotated[str | None, typer.Option(help="Also register in the MLflow Model "
                                                  "Registry under this name.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even when it is a "
+                                        "non-empty directory that is not a previous export "
+                                        "(its other files stay).")] = False,
 ) -> None:
-    """Export a point as architecture.yaml + weights.safetensors + metrics.json."""
+    """Export a point as architecture.yaml + weights.safetensors + metrics.json.
+
+    --out may be new, empty or a previous export (replaced whole); the files are written beside
+    it and renamed into place, so it never holds a partial export."""
     from condsearch.export import export_point
 
     if (trial is None) == (pick is None):
         _fail("name exactly one of --trial N or --pick knee|max-accuracy|min-flops")
     try:
         path = export_point(_source(workdir, storage, study), out_dir, trial=trial, pick=pick,
-                            register=register)
+                            register=register, force=force)
     except _user_errors() as exc:
         _fail(str(exc))
     metrics = json.loads((path / "metrics.json").read_text())

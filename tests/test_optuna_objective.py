@@ -110,3 +110,11 @@ def test_search_takes_the_users_study_sampler_and_callbacks(space, tmp_path):
     with pytest.raises(cs.SearchError, match="must live in a database"):
         cs.search(space, trials=1, workdir=tmp_path / "x", progress=False,
                   study=optuna.create_study(directions=["maximize", "minimize"]))
+
+
+def test_search_refuses_a_trial_count_or_seed_out_of_range(space, tmp_path):
+    with pytest.raises(cs.SearchError, match="trials must be >= 1"):
+        cs.search(space, trials=0, workdir=tmp_path / "w", progress=False)
+    with pytest.raises(cs.SearchError, match="seed must be between 0 and 2147483647"):
+        cs.search(space, trials=1, seed=-1, workdir=tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()

@@ -8,6 +8,8 @@ from pathlib import Path
 ARCH_FILE = "architecture.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
+#: exactly the files of an export: a directory holding these and nothing else is a previous export
+EXPORT_FILES = (ARCH_FILE, WEIGHTS_FILE, METRICS_FILE)
 
 
 class ExportError(Exception):

@@ -17,14 +17,30 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     for name in (ARCH_FILE, WEIGHTS_FILE, METRICS_FILE):
         if not (path / name).is_file():
             raise ExportError(f"{path}: not an export: {name} is missing")
-    arch = yaml.safe_load((path / ARCH_FILE).read_text())
-    metrics = json.loads((path / METRICS_FILE).read_text())
+    arch = _read(path / ARCH_FILE, yaml.safe_load, yaml.YAMLError)
+    metrics = _read(path / METRICS_FILE, json.loads, json.JSONDecodeError)
     expected, actual = metrics.get("weights_sha256"), sha256(path / WEIGHTS_FILE)
     if expected != actual:
         raise ExportError(
             f"{path / WEIGHTS_FILE}: sha256 {actual} does not match {expected} recorded in "
             f"{METRICS_FILE}; the weights were changed or corrupted, export them again")
     return arch, metrics
+
+
+def _read(file: Path, parse: Any, errors: type[Exception]) -> dict[str, Any]:
+    """A mapping parsed from an export's file; ExportError naming the file when it is empty,
+    truncated or corrupt."""
+    try:
+        data = parse(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ExportError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except (errors, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ExportError(f"{file}: corrupt or truncated ({detail}); export it again") from None
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
+        raise ExportError(f"{file}: corrupt or truncated ({what}); export it again")
+    return data
 
 
 def load_exported(path: str | Path, device: str = "cpu"):

@@ -11,6 +11,7 @@ from typing import Any
 from condsearch.orchestrate._points import Point, mark_front
 from condsearch.orchestrate._session import Session, open_session
 from condsearch.orchestrate._workdir import SearchError, WorkdirLock
+from condsearch.space._schema import MAX_SEED
 from condsearch.track import TrackingRequest
 
 BACKENDS = ("local", "ray")
@@ -86,6 +87,11 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     workdir = Path(workdir or f"runs/{space.name}")
     n_trials = int(trials if trials is not None else space.trials)
     seed = int(space.seed if seed is None else seed)
+    if n_trials < 1:
+        raise SearchError(f"trials must be >= 1, got {n_trials}")
+    if not 0 <= seed <= MAX_SEED:
+        raise SearchError(f"seed must be between 0 and {MAX_SEED} (2**31-1, room for the seeds "
+                          f"of later trials and resumes), got {seed}")
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     tracking = TrackingRequest(uri=tracking_uri, experiment_name=experiment,

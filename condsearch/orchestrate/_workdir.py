@@ -81,10 +81,24 @@ def state_from_storage(storage: str, study_name: str | None = None) -> WorkdirSt
     return WorkdirState.from_dict({**data, "storage": storage})
 
 
+def check_workdir(workdir: str | Path) -> None:
+    """SearchError when `workdir`, or the nearest part of its path that exists, is not a
+    directory (a workdir must be a directory, or creatable as one)."""
+    path = Path(workdir)
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                where = "is" if part == path else f"cannot be created: {part} is"
+                raise SearchError(f"{workdir}: not a directory ({where} a file); "
+                                  "use another --workdir")
+            return
+
+
 def read_workdir(workdir: str | Path | WorkdirState) -> WorkdirState:
     """The state a search left in `workdir`; SearchError when there is none."""
     if isinstance(workdir, WorkdirState):
         return workdir
+    check_workdir(workdir)
     path = Path(workdir) / STATE_FILE
     if not path.is_file():
         raise SearchError(

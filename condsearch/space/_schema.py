@@ -136,9 +136,15 @@ class SamplerSpec(Strict):
         return self
 
 
+#: the largest search seed (`search.seed`, `--seed`)
+MAX_SEED = 2**31 - 1
+
+
 class SearchSpec(Strict):
     trials: int = Field(12, ge=1)
-    seed: int = Field(0, ge=0)
+    # Trial i trains with seed + i and a resumed sampler starts at seed + trials so far; numpy
+    # and Optuna take seeds below 2**32, so a seed stops at 2**31 - 1 to leave room for resumes.
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     concurrency: int = Field(1, ge=1)  # trials running at once (ray backend)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
