@@ -78,10 +78,11 @@ def user_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def recorded_and_reevaluated(folder: Path, export: Path, env: dict[str, str]
-                             ) -> tuple[dict, dict]:
+def recorded_and_reevaluated(folder: Path, export: Path, env: dict[str, str],
+                             trust_code: bool = False) -> tuple[dict, dict]:
     code = ("import json, sys, condsearch as cs\n"
-            f"print(json.dumps(cs.evaluate_exported({str(export)!r}, split='val')))\n")
+            f"print(json.dumps(cs.evaluate_exported({str(export)!r}, split='val', "
+            f"trust_code={trust_code})))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -110,7 +111,8 @@ def test_a_backbone_named_by_import_path_runs_the_whole_cli_and_its_export_repro
     assert "backbone: mynets:build" in arch and "factory: mynets:build" in arch
 
     recorded, again = recorded_and_reevaluated(user_folder, user_folder / "exp",
-                                               {"PYTHONPATH": str(user_folder)})
+                                               {"PYTHONPATH": str(user_folder)},
+                                               trust_code=True)
     assert again["accuracy"] == recorded["accuracy"]
     assert again["flops"] == recorded["flops"]
 
@@ -130,7 +132,8 @@ def test_the_sweep_of_a_hosted_component_adds_derived_points(user_folder: Path):
 @pytest.mark.slow
 def test_an_export_whose_factory_cannot_be_imported_says_what_to_do(user_folder: Path,
                                                                     tmp_path: Path):
-    code = f"import condsearch as cs\ncs.load_exported({str(user_folder / 'exp')!r})\n"
+    code = (f"import condsearch as cs\n"
+            f"cs.load_exported({str(user_folder / 'exp')!r}, trust_code=True)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode != 0

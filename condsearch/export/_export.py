@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 from condsearch.export._files import (
     ARCH_FILE,
     EXPORT_FILES,
+    HASHED_FILES,
+    MANIFEST_KEY,
     METRICS_FILE,
     WEIGHTS_FILE,
     ExportError,
@@ -118,6 +120,7 @@ def _write(state: Any, point: Any, staging: Path) -> dict[str, Any]:
         "on_front": point.on_front, "run_id": point.run_id,
         "weights_run_id": point.weights_run_id, "tracking_uri": state.tracking_uri,
         "weights_sha256": sha256(staging / WEIGHTS_FILE),
+        MANIFEST_KEY: {name: sha256(staging / name) for name in HASHED_FILES},
     }
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     for name in EXPORT_FILES:

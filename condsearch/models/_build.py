@@ -21,17 +21,34 @@ def _io(task: Any) -> dict[str, Any]:
     return task.info() if hasattr(task, "info") else dict(task)
 
 
-def backbone_of(arch: dict[str, Any]) -> Backbone:
+class UntrustedBackbone(BackboneUnavailable):
+    """The backbone is reachable only through an import path (code), which was not trusted."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the backbone {path!r} is an import path (code) and is imported only "
+                         "when trusted (trust_code=True)")
+        self.path = path
+
+
+def backbone_of(arch: dict[str, Any], trust_code: bool = True) -> Backbone:
     """The declaration of the arch's backbone: by name, or else by the factory's import path
-    that an export recorded (`arch["factory"]`). Raises BackboneUnavailable."""
+    that an export recorded (`arch["factory"]`). Raises BackboneUnavailable.
+
+    A name (built-in, registered in this process, an installed entry point) always resolves;
+    an import path, the arch's or the recorded `factory`, is imported only when `trust_code`,
+    else UntrustedBackbone (a BackboneUnavailable) names it and nothing is imported."""
     name = arch["model"]["backbone"]
     try:
-        return find_backbone(name)
+        decl = find_backbone(name, trust_code=trust_code)
     except BackboneUnavailable:
         recorded = arch.get("factory")
         if not recorded or recorded == name:
             raise
-        return find_backbone(recorded)
+        name = recorded
+        decl = find_backbone(recorded, trust_code=trust_code)
+    if decl is None:
+        raise UntrustedBackbone(name)
+    return decl
 
 
 def complete_model(model: dict[str, Any], decl: Backbone) -> dict[str, Any]:
@@ -53,13 +70,14 @@ def complete_model(model: dict[str, Any], decl: Backbone) -> dict[str, Any]:
     return out
 
 
-def build_model(arch: dict[str, Any], task: Any) -> nn.Module:
+def build_model(arch: dict[str, Any], task: Any, trust_code: bool = True) -> nn.Module:
     """Build the model an arch dict describes, for a task (a Task or its `info()` dict).
 
     Only `arch["model"]`, `arch["inference"]` (knob settings, when present) and `arch["factory"]`
     (the import path an export records for a backbone that is not built in) are read.
+    `trust_code=False` builds only a backbone known by name (see `backbone_of`).
     """
-    decl = backbone_of(arch)
+    decl = backbone_of(arch, trust_code)
     model = factory_of(decl)(complete_model(arch["model"], decl), _io(task))
     if not isinstance(model, nn.Module):
         raise TypeError(f"the factory of backbone {decl.name!r} returned "
