@@ -89,7 +89,8 @@ def test_ctrl_c_records_the_running_trial_as_failed_and_keeps_the_completed_ones
                for t in after) >= len(done) + 1
 
 
-def test_a_killed_search_process_leaves_a_running_trial_the_next_run_records_as_failed(space, tmp_path):
+def test_a_killed_search_process_leaves_a_running_trial_the_next_run_records_as_failed(space, tmp_path,
+                                                                                      monkeypatch):
     workdir = tmp_path / "run"
     proc = start(space, workdir)
     done = wait_for_trials(proc, workdir, complete=1)
@@ -98,6 +99,9 @@ def test_a_killed_search_process_leaves_a_running_trial_the_next_run_records_as_
     running = [t.number for t in study(workdir).trials if t.state == State.RUNNING]
     assert running
 
+    # the next run fails it once its heartbeat is older than the grace period (60 s by default)
+    monkeypatch.setenv("CONDSEARCH_GRACE_S", "1")
+    time.sleep(2.5)
     summary = search(str(space), trials=1, workdir=workdir, progress=False)
     after = {t.number: t for t in study(workdir).trials}
     assert all(after[n].state == State.FAIL for n in running)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -162,8 +163,12 @@ def test_a_killed_driver_loses_no_completed_trial_and_the_rerun_resumes(
     before = {t.number: t.values for t in load_study(workdir, "ray_driver_killed").trials
               if t.state == State.COMPLETE}
 
+    # The abandoned trials are failed once older than the stale-trial grace period (60 s by
+    # default; Ray trials carry no heartbeat of their own): 1 s here.
+    time.sleep(2)
     rerun = subprocess.run(search_command(space, workdir, ray_head, mlflow_server, "--trials", "1"),
-                           capture_output=True, text=True, timeout=600, env=RAY_ENV)
+                           capture_output=True, text=True, timeout=600,
+                           env={**RAY_ENV, "CONDSEARCH_GRACE_S": "1"})
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     study = load_study(workdir, "ray_driver_killed")
     after = {t.number: t.values for t in study.trials if t.state == State.COMPLETE}

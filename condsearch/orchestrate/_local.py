@@ -123,16 +123,26 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
 def _run_locally(session: Session, n_trials: int) -> None:
     import optuna
 
+    from condsearch.orchestrate._record import TrialHeartbeat
     from condsearch.orchestrate._trial import run_trial
 
     for _ in range(n_trials):
         trial = session.study.ask()
         t0 = time.perf_counter()
-        try:
-            arch = session.space.sample(trial)
-            result = run_trial(session.spec(trial, arch), on_epoch=lambda e, n, r, k=trial.number:
-                               session.bar.epoch(k, e, n, r))
-        except KeyboardInterrupt:
-            session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        session.record(trial, arch, result, time.perf_counter() - t0)
+        # The heartbeat tells other search processes on this storage the trial is alive.
+        with TrialHeartbeat(session.study, trial, session.target):
+            try:
+                arch = session.space.sample(trial)
+                result = run_trial(session.spec(trial, arch), on_epoch=lambda e, n, r,
+                                   k=trial.number: session.bar.epoch(k, e, n, r))
+            except KeyboardInterrupt:
+                session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            try:
+                session.record(trial, arch, result, time.perf_counter() - t0)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another process took its heartbeat for stale (a database busy past the grace
+                # period) and recorded it as failed: keep searching.
+                session.failed += 1
+                session.bar.message(f"trial {trial.number}: another search process recorded "
+                                    "it as failed (its heartbeat looked stale); result dropped")

@@ -136,3 +136,56 @@ def rdb_url(study: optuna.Study) -> str | None:
     storage = study._storage
     backend = getattr(storage, "_backend", storage)
     return backend.url if isinstance(backend, RDBStorage) else None
+
+
+def _rdb_backend(study: optuna.Study) -> RDBStorage | None:
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def record_heartbeat(study: optuna.Study, trial_id: int) -> bool:
+    """Record a heartbeat of a running trial now (the database's clock), as Optuna's own
+    heartbeat thread does inside `optimize`; False where the storage keeps no heartbeats (in
+    memory, journal). `RDBStorage.record_heartbeat` is public and needs no `heartbeat_interval`
+    on the storage (setting one makes `study.ask` warn that heartbeats belong to `optimize`).
+    Relies on `Study._storage` and `_CachedStorage._backend`; checked against Optuna 5.0.0."""
+    backend = _rdb_backend(study)
+    if backend is None:
+        return False
+    backend.record_heartbeat(trial_id)
+    return True
+
+
+def heartbeat_expired_trial_ids(study: optuna.Study, grace_s: float) -> set[int] | None:
+    """Ids of the study's RUNNING trials whose last heartbeat is more than `grace_s` seconds old
+    by the database's clock: Optuna's own test (`fail_stale_trials`), on a shallow copy of the
+    storage carrying the grace period (the study's storage keeps no heartbeat settings). None
+    where the storage keeps no heartbeats. Relies on `Study._storage`, `Study._study_id`,
+    `_CachedStorage._backend`, `RDBStorage.heartbeat_interval` / `grace_period` and
+    `RDBStorage._get_stale_trial_ids`; checked against Optuna 5.0.0."""
+    import copy
+
+    backend = _rdb_backend(study)
+    if backend is None:
+        return None
+    checker = copy.copy(backend)  # shares the engine and sessions: no new connection
+    checker.heartbeat_interval = max(1, math.ceil(grace_s))
+    checker.grace_period = grace_s
+    return set(checker._get_stale_trial_ids(study._study_id))
+
+
+def heartbeat_trial_ids(study: optuna.Study, trial_ids: list[int]) -> set[int]:
+    """Which of `trial_ids` ever recorded a heartbeat (an empty set where the storage keeps
+    none). Relies on `optuna.storages._rdb.models.TrialHeartbeatModel` and
+    `optuna.storages._rdb.storage._create_scoped_session`; checked against Optuna 5.0.0."""
+    backend = _rdb_backend(study)
+    if backend is None or not trial_ids:
+        return set()
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    beat = models.TrialHeartbeatModel
+    with _create_scoped_session(backend.scoped_session) as session:
+        rows = session.query(beat.trial_id).filter(beat.trial_id.in_(list(trial_ids))).all()
+    return {row[0] for row in rows}

@@ -296,7 +296,7 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
     elif sampler is not None:
         study.sampler = sampler
     study.set_user_attr(ATTR_WORKDIR_STATE, asdict(state))
-    stale = fail_stale_trials(study)
+    stale = fail_stale_trials(study, state.tracking_uri, state.experiment_id)
     target = start_parent_run(state.tracking_uri, state.experiment_id, {
         "space": space.name, "trials": n_trials, "seed": seed, "sampler": space.sampler["name"],
         "objectives": ",".join(n for n, _ in space.objectives), "workdir": str(workdir.resolve()),
