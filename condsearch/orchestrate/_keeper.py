@@ -15,19 +15,169 @@ from condsearch.orchestrate._points import Point, _order_key, mark_front
 
 
 def reference_point(points: list[Point], objectives: list[tuple[str, str]],
-                    constraints: dict[str, Any]) -> list[float]:
-    """The hypervolume reference: accuracy 0 (the worst possible); for a cost, its constraint
-    bound when there is one, else twice the largest cost among the first points."""
-    bounds = {metric: constraints.get(name) for name, metric in CONSTRAINT_METRICS.items()}
+                    constraints: dict[str, Any],
+                    bounds: dict[str, float] | None = None) -> list[float] | None:
+    """The hypervolume reference, a point no trial can pass so every better front adds volume.
+
+    Per objective: a value in `bounds` (the costliest candidate's FLOPs, see `costliest_flops`);
+    accuracy 0 (the worst possible; another maximised objective: its smallest value less 1);
+    for a cost, its constraint bound (`max_flops`, `max_params`) when there is one, else twice the
+    largest value among the first points (an estimate a much costlier later point can pass).
+    None while that last case has no points to read yet.
+    """
+    bounds = bounds or {}
+    limits = {metric: constraints.get(name) for name, metric in CONSTRAINT_METRICS.items()}
     ref = []
     for name, direction in objectives:
-        if direction == "maximize":
-            ref.append(0.0 if name == "accuracy" else min(p.values[name] for p in points) - 1.0)
-        elif bounds.get(name):
+        if name in bounds:
             ref.append(float(bounds[name]))
+        elif direction == "maximize" and name == "accuracy":
+            ref.append(0.0)
+        elif limits.get(name) and direction == "minimize":
+            ref.append(float(limits[name]))
+        elif not points:
+            return None
+        elif direction == "maximize":
+            ref.append(min(p.values[name] for p in points) - 1.0)
         else:
             ref.append(2.0 * max(p.values[name] for p in points))
     return ref
+
+
+def _source(name: str, direction: str, constraints: dict[str, Any]) -> str:
+    """Where `reference_point` took an objective's value from, when `bounds` did not give it."""
+    for constraint, metric in CONSTRAINT_METRICS.items():
+        if metric == name and constraints.get(constraint) and direction == "minimize":
+            return f"constraints.{constraint}"
+    if direction == "maximize":
+        return "worst accuracy" if name == "accuracy" else "the first points' smallest value - 1"
+    return "2 x the first trial's value"
+
+
+#: how many candidates (backbones times unorderable choices times knob settings) the costliest
+#: candidate's search builds or counts at most
+COSTLIEST_CANDIDATES = 32
+
+
+def reference_bounds(space: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """(objective -> reference value, objective -> where it came from) known before any trial.
+
+    FLOPs: the space's `constraints.max_flops` when set (no feasible trial passes it), else the
+    per-sample FLOPs of the costliest candidate (`costliest_flops`); when that cannot be built,
+    nothing, and the keeper falls back to twice the first trial's FLOPs. Accuracy: 0.
+    """
+    names = [n for n, _ in space.objectives]
+    bounds: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    if "accuracy" in names:
+        bounds["accuracy"], sources["accuracy"] = 0.0, "worst accuracy"
+    if "flops" in names:
+        if space.constraints.get("max_flops"):
+            bounds["flops"] = float(space.constraints["max_flops"])
+            sources["flops"] = "constraints.max_flops"
+        else:
+            flops = costliest_flops(space)
+            if flops is not None:
+                bounds["flops"], sources["flops"] = flops, "costliest candidate"
+    return bounds, sources
+
+
+def costliest_flops(space: Any) -> float | None:
+    """Per-sample FLOPs of the space's costliest candidate on one real validation sample, or
+    None when it cannot be built (the caller then falls back to 2 x the first trial's FLOPs).
+
+    The candidate has every searched number at its highest value and every boolean (every
+    component's `enabled`) true; a choice that cannot be ordered (`model.backbone`, text or
+    structured values) is tried item by item and the maximum taken (at most
+    `COSTLIEST_CANDIDATES` builds). Knobs are counted at the default and at every sweep setting.
+    For the built-in backbones and components more of each is never cheaper, so this bounds
+    every trial; for a user's backbone it is an estimate.
+    """
+    try:
+        return _costliest_flops(space)
+    except Exception:  # a user's backbone or task that does not build here: fall back
+        return None
+
+
+def _order(item: Any) -> float | None:
+    """A cost-like rank of a choice item: larger numbers, True, longer/larger lists cost more;
+    None for items that cannot be ordered."""
+    if isinstance(item, bool):
+        return float(item)
+    if isinstance(item, (int, float)):
+        return float(item)
+    if isinstance(item, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      for v in item):
+        return float(sum(item))
+    if item is None:
+        return float("-inf")
+    return None
+
+
+class _Highest:
+    """A trial-like object answering each `suggest_*` with its most expensive value; choices
+    that cannot be ordered take the index `picks` gives (0 when not given)."""
+
+    def __init__(self, choices: dict[str, Any], picks: dict[str, int]) -> None:
+        self.choices = choices
+        self.picks = picks
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return low + (high - low) // step * step
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None,
+                      log: bool = False) -> float:
+        return high
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        if name in self.picks:
+            return choices[self.picks[name]]
+        items = self.choices[name].items if name in self.choices else choices
+        ranks = [_order(item) for item in items]
+        if any(r is None for r in ranks):
+            return choices[0]
+        return choices[max(range(len(ranks)), key=lambda i: ranks[i])]
+
+
+def _costliest_flops(space: Any) -> float:
+    import itertools
+
+    import torch
+
+    from condsearch.blocks import inference_knobs, set_inference_knobs
+    from condsearch.cost import per_sample_flops
+    from condsearch.data import load_task
+    from condsearch.models import build_model
+    from condsearch.space._distributions import Choice
+
+    choices = {n: d for n, d in space.distributions().items() if isinstance(d, Choice)}
+    unordered = {n: len(d.items) for n, d in choices.items()
+                 if any(_order(item) is None for item in d.items)}
+    combos = itertools.islice(itertools.product(*(range(k) for k in unordered.values())),
+                              COSTLIEST_CANDIDATES)
+    task = load_task(space.task, near=space.folder)
+    x = task.val[0][:1]
+    best = None
+    budget = COSTLIEST_CANDIDATES
+    with torch.random.fork_rng(devices=[]):
+        for combo in combos:
+            arch = space.sample(_Highest(choices, dict(zip(unordered, combo))))
+            model = build_model(arch, task).eval()
+            knobs = inference_knobs(model)
+            sweep = {k: v for k, v in space.sweep.items() if k in knobs}
+            settings = [{}] + [dict(zip(sweep, values))
+                               for values in itertools.product(*sweep.values())]
+            for setting in settings[:max(1, budget)]:
+                set_inference_knobs(model, {**knobs, **setting})
+                _, flops = per_sample_flops(model, x)
+                value = float(flops.max())
+                best = value if best is None else max(best, value)
+            budget -= len(settings)
+            if budget <= 0:
+                break
+    if best is None or not best > 0:
+        raise ValueError("the costliest candidate counted no FLOPs")
+    return best
 
 
 #: the hypervolume curve reaches MLflow at least this often (and when the search ends)
@@ -43,10 +193,19 @@ class FrontKeeper:
     """
 
     def __init__(self, objectives: list[tuple[str, str]], constraints: dict[str, Any],
-                 reference: list[float] | None, tagger: Any = None, target: Any = None) -> None:
+                 reference: list[float] | None, tagger: Any = None, target: Any = None,
+                 bounds: dict[str, float] | None = None,
+                 sources: dict[str, str] | None = None) -> None:
         self.objectives = objectives
         self.constraints = constraints
+        #: the hypervolume reference; given (a resumed search's recorded one), else computed
+        #: from `bounds` (`reference_bounds`) and, for what they leave open, the first points
         self.reference = reference
+        self.bounds = dict(bounds or {})
+        #: objective -> where its reference value came from (tagged on the parent run)
+        self.sources = dict(sources or {}) if reference is None else {
+            n: "recorded by an earlier invocation" for n, _ in objectives}
+        self._reference_logged = False
         self.tagger = tagger
         self.target = target
         self.points: list[Point] = []
@@ -126,22 +285,41 @@ class FrontKeeper:
         return [p.values[n] for n in self._names]
 
     def _update_hypervolume(self) -> None:
-        if self.points and self.reference is None:
-            self.reference = reference_point(self.points, self.objectives, self.constraints)
+        if self.reference is None:
+            self.reference = reference_point(self.points, self.objectives, self.constraints,
+                                             self.bounds)
+            if self.reference is not None:
+                for name, direction in self.objectives:
+                    self.sources.setdefault(name, _source(name, direction, self.constraints))
         self.hypervolume = hypervolume(
             [self._vector(p) for p in self.front], self._directions, self.reference
-        ) if self.front else 0.0
+        ) if self.front and self.reference is not None else 0.0
+
+    def _reference_tags(self) -> list[Any]:
+        """The reference (`hypervolume.reference.<objective>`) and where each value came from
+        (`....source`) as tags of the parent run, written once with the curve it bounds."""
+        from mlflow.entities import RunTag
+
+        if self._reference_logged or self.reference is None:
+            return []
+        tags = []
+        for (name, _), value in zip(self.objectives, self.reference):
+            tags += [RunTag(f"hypervolume.reference.{name}", repr(float(value))),
+                     RunTag(f"hypervolume.reference.{name}.source", self.sources.get(name, ""))]
+        return tags
 
     def flush(self) -> None:
         """Log the hypervolume and front size of every trial since the last flush to the parent
-        run (one `log_batch`); kept for the next flush if MLflow fails."""
+        run (one `log_batch`, the first with the reference's tags); kept for the next flush if
+        MLflow fails."""
         self._curve_flushed = time.monotonic()
-        if self._curve:
+        if self._curve or (not self._reference_logged and self.reference is not None):
             best_effort(self._log_hypervolume)
 
     def _log_hypervolume(self) -> None:
         if self.target is None:
             self._curve.clear()
+            self._reference_logged = True
             return
         from mlflow import MlflowClient
         from mlflow.entities import Metric
@@ -150,7 +328,9 @@ class FrontKeeper:
         for volume, size, stamp, step in self._curve:
             metrics += [Metric("hypervolume", volume, stamp, step),
                         Metric("front_size", size, stamp, step)]
-        MlflowClient(self.target.uri).log_batch(self.target.parent_run_id, metrics=metrics)
+        MlflowClient(self.target.uri).log_batch(self.target.parent_run_id, metrics=metrics,
+                                                tags=self._reference_tags())
+        self._reference_logged = True
         self._curve.clear()
 
 

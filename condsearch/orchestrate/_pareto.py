@@ -46,12 +46,40 @@ def _normalise(points: Sequence[Sequence[float]]) -> list[list[float]]:
 def knee_index(points: Sequence[Sequence[float]], directions: Directions) -> int:
     """Index of the front point closest to the ideal corner after min-max normalisation.
 
-    `points` should be a front; on a single point it returns 0.
+    `points` should be a front. Fewer than three points have no bend, and min-max normalisation
+    would put two points at opposite corners (a tie), so a small front is decided otherwise:
+
+    - one point: that point (0);
+    - two points: the one with the better normalised trade-off, where each objective's
+      shortfall from the better of the two is divided by the larger magnitude of the two values
+      (so a cheap point wins unless the other is much more accurate for little more cost);
+      a tie goes to the point better in the first maximised objective (the more accurate one),
+      then to the first index.
     """
     if not points:
         raise ValueError("knee of an empty front")
+    if len(points) == 1:
+        return 0
+    if len(points) == 2:
+        return _knee_of_two(points, directions)
     normed = _normalise([_as_minimized(p, directions) for p in points])
     return min(range(len(points)), key=lambda i: (math.hypot(*normed[i]), i))
+
+
+def _knee_of_two(points: Sequence[Sequence[float]], directions: Directions) -> int:
+    """The knee of a two-point front: the smaller relative shortfall; ties to the more accurate."""
+    mins = [_as_minimized(p, directions) for p in points]
+
+    def shortfall(i: int) -> float:
+        gaps = []
+        for k, v in enumerate(mins[i]):
+            best = min(m[k] for m in mins)
+            scale = max(abs(m[k]) for m in mins)
+            gaps.append((v - best) / scale if scale > 0 else 0.0)
+        return math.hypot(*gaps)
+
+    accurate = next((k for k, d in enumerate(directions) if d == "maximize"), 0)
+    return min(range(2), key=lambda i: (round(shortfall(i), 12), mins[i][accurate], i))
 
 
 def hypervolume(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from condsearch._names import ATTR_HYPERVOLUME_REFERENCE, ATTR_WORKDIR_STATE
-from condsearch.orchestrate._keeper import FrontKeeper, best_effort
+from condsearch.orchestrate._keeper import FrontKeeper, best_effort, reference_bounds
 from condsearch.orchestrate._optuna_private import frozen_trial, rdb_url
 from condsearch.orchestrate._points import point_from_trial
 from condsearch.orchestrate._progress import SearchProgress, describe_values
@@ -302,9 +302,13 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
         "objectives": ",".join(n for n, _ in space.objectives), "workdir": str(workdir.resolve()),
         "backend": backend,
     }, space.source, tags=plan.tags, nest_under=plan.nest_under)
+    # A resumed search keeps the reference it recorded; a new one bounds it by the space
+    # (max_flops, else the costliest candidate's FLOPs), counted once here.
     reference = study.user_attrs.get(ATTR_HYPERVOLUME_REFERENCE)
+    bounds, sources = reference_bounds(space) if reference is None else ({}, {})
     keeper = FrontKeeper(space.objectives, space.constraints, reference,
-                         ParetoTagger(state.tracking_uri, state.experiment_id), target)
+                         ParetoTagger(state.tracking_uri, state.experiment_id), target,
+                         bounds=bounds, sources=sources)
     names = [n for n, _ in space.objectives]
     keeper.load([point_from_trial(t, names) for t in study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))])
