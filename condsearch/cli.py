@@ -382,8 +382,13 @@ def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI for a search's tracking store (the one its workdir recorded) on
-    127.0.0.1; for a tracking server, print the server's address of the experiment instead."""
-    import subprocess
+    127.0.0.1 only; for a tracking server, print the server's address of the experiment instead.
+
+    Settings in the environment that would move or widen the server's listener (MLFLOW_HOST,
+    MLFLOW_UVICORN_OPTS, UVICORN_*, GUNICORN_CMD_ARGS, ...) are ignored, with a note. Ctrl-C,
+    SIGTERM or SIGHUP stops the server and every process it started; the exit status is then
+    128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), else the server's own."""
+    import os
 
     from condsearch.orchestrate import read_workdir
 
@@ -396,13 +401,14 @@ def ui(
         out.print(f"{state.tracking_uri} is an MLflow server; its UI: "
                   f"{experiment_page(state.tracking_uri, state.experiment_id)}", markup=False)
         return
+    env, ignored = ui_environment(os.environ)
+    if ignored:
+        err.print(f"note: ignoring {', '.join(ignored)} from the environment: condsearch ui "
+                  "serves on 127.0.0.1 only", markup=False, highlight=False, soft_wrap=True)
     err.print(f"MLflow UI on {experiment_page(f'http://127.0.0.1:{port}', state.experiment_id)} "
               "(Ctrl-C stops it); filter runs with tags.condsearch.pareto = 'true' to see the "
               "front", markup=False, highlight=False, soft_wrap=True)
-    try:
-        raise typer.Exit(subprocess.call(command))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    raise typer.Exit(_serve(command, env))
 
 
 def experiment_page(server: str, experiment_id: str) -> str:
@@ -411,12 +417,124 @@ def experiment_page(server: str, experiment_id: str) -> str:
 
 
 def ui_command(state: Any, port: int) -> list[str] | None:
-    """The `mlflow ui` command serving the store a workdir recorded; None for an HTTP tracking
-    server, which is its own UI."""
+    """The `mlflow ui` command serving the store a workdir recorded on 127.0.0.1:`port` (run it
+    with `ui_environment`'s environment); None for an HTTP tracking server, which is its own
+    UI."""
     if state.tracking_uri.startswith(("http://", "https://")):
         return None
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.tracking_uri,
             "--host", "127.0.0.1", "--port", str(port)]
+
+
+#: Variables `mlflow server` (mlflow/cli, mlflow/utils/cli_args.py), uvicorn (its click options
+#: read UVICORN_<OPTION>) or gunicorn read that could move the UI off 127.0.0.1:PORT, add a
+#: listener (a second gunicorn `-b`, uvicorn's --uds/--fd), change the path the printed link
+#: points at, or loosen the loopback server's host/origin checks.
+UI_IGNORED_VARIABLES = (
+    "MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_UVICORN_OPTS", "MLFLOW_GUNICORN_OPTS",
+    "MLFLOW_STATIC_PREFIX", "MLFLOW_ARTIFACTS_ONLY", "MLFLOW_SERVER_ALLOWED_HOSTS",
+    "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE",
+    "MLFLOW_SERVER_X_FRAME_OPTIONS", "GUNICORN_CMD_ARGS",
+)
+UI_IGNORED_PREFIXES = ("UVICORN_",)
+
+
+def ui_environment(environ: Any) -> tuple[dict[str, str], list[str]]:
+    """(the environment to run `ui_command` in, the names left out of it): `environ` less every
+    variable that could make the server listen anywhere but the 127.0.0.1:PORT `ui` prints.
+    Removing them, whatever their values, leaves the command's own `--host 127.0.0.1 --port P`
+    as the only bind the server sees."""
+    ignored = sorted(name for name in environ
+                     if name in UI_IGNORED_VARIABLES or name.startswith(UI_IGNORED_PREFIXES))
+    return {k: v for k, v in environ.items() if k not in ignored}, ignored
+
+
+#: Seconds the server's process group has to exit after SIGTERM before it is killed.
+UI_STOP_GRACE = 5.0
+
+
+def _serve(command: list[str], env: dict[str, str]) -> int:
+    """Run the server in a process group (and session) of its own until it exits or this process
+    gets SIGTERM, SIGINT or SIGHUP; then stop the whole group. The server's exit status, or
+    128 + the signal's number."""
+    import signal
+    import subprocess
+
+    received: list[int] = []
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum))
+                for s in handled}
+    proc = None
+    try:
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        while not received:
+            try:
+                return proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        return 128 + received[0]
+    finally:
+        if proc is not None:
+            _stop_group(proc)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stop_group(proc: Any, grace: float = UI_STOP_GRACE) -> None:
+    """SIGTERM to every process in `proc`'s group (it leads one), SIGKILL to what is left after
+    `grace` seconds; also to its descendants that moved to sessions of their own (MLflow's job
+    subprocesses do), when psutil can find them."""
+    import os
+    import signal
+    import time
+
+    try:
+        import psutil
+
+        strays = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                  if _pgid(p.pid) != proc.pid]
+    except Exception:  # psutil missing, or the leader already gone
+        strays = []
+
+    def signal_all(signum: int) -> bool:
+        """Send `signum` to the group and the strays; whether any of them was still there."""
+        alive = False
+        try:
+            os.killpg(proc.pid, signum)
+            alive = True
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in strays:
+            try:
+                if p.is_running():
+                    p.send_signal(signum)
+                    alive = True
+            except Exception:
+                pass
+        return alive
+
+    if signal_all(signal.SIGTERM):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()  # reaps the leader, so a gone group reads as gone
+            if not signal_all(0):
+                break
+            time.sleep(0.1)
+        else:
+            signal_all(signal.SIGKILL)
+    try:
+        proc.wait(timeout=grace)
+    except Exception:
+        pass
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def main() -> None:

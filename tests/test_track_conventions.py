@@ -134,7 +134,7 @@ def test_a_resumed_search_keeps_its_recorded_store_over_a_changed_environment(cl
                                                                              tmp_path):
     folder, workdir, uri = cli_search
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    done = cli("search", str(folder / "space.yaml"), "--workdir", str(workdir), "--trials", "0",
+    done = cli("search", str(folder / "space.yaml"), "--workdir", str(workdir), "--trials", "1",
                cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=other,
                                            MLFLOW_EXPERIMENT_NAME="someone else's"))
     assert done.returncode == 0, done.stderr
@@ -222,7 +222,7 @@ def test_mlflow_run_id_as_mlflow_run_sets_it_is_the_run_a_search_nests_under(tmp
     outer = client.create_run(experiment).info.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_RUN_ID", outer)
-    summary = search(str(write_space(tmp_path)), trials=0, workdir=tmp_path / "run",
+    summary = search(str(write_space(tmp_path)), trials=1, workdir=tmp_path / "run",
                      progress=False)
     parent = client.get_run(summary.parent_run_id)
     assert parent.info.experiment_id == experiment
@@ -235,15 +235,15 @@ def test_a_flag_beats_the_environment_and_an_unknown_experiment_id_is_refused(tm
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from the environment")
     space = str(write_space(tmp_path))
-    summary = search(space, trials=0, workdir=tmp_path / "a", progress=False,
+    summary = search(space, trials=1, workdir=tmp_path / "a", progress=False,
                      tracking_uri=uri, experiment="from a flag")
     assert summary.tracking_uri == uri and not (tmp_path / "env.db").exists()
     assert read_workdir(tmp_path / "a").experiment_name == "from a flag"
     with pytest.raises(SearchError, match="no MLflow experiment with id '999'"):
-        search(space, trials=0, workdir=tmp_path / "b", progress=False, tracking_uri=uri,
+        search(space, trials=1, workdir=tmp_path / "b", progress=False, tracking_uri=uri,
                experiment_id="999")
     with pytest.raises(SearchError, match="not both"):
-        search(space, trials=0, workdir=tmp_path / "c", progress=False, experiment="x",
+        search(space, trials=1, workdir=tmp_path / "c", progress=False, experiment="x",
                experiment_id="0")
 
 
