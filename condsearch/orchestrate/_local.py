@@ -129,20 +129,25 @@ def _run_locally(session: Session, n_trials: int) -> None:
     for _ in range(n_trials):
         trial = session.study.ask()
         t0 = time.perf_counter()
-        # The heartbeat tells other search processes on this storage the trial is alive.
-        with TrialHeartbeat(session.study, trial, session.target):
-            try:
+        try:
+            # The heartbeat tells other search processes on this storage the trial is alive.
+            with TrialHeartbeat(session.study, trial, session.target):
                 arch = session.space.sample(trial)
                 result = run_trial(session.spec(trial, arch), on_epoch=lambda e, n, r,
                                    k=trial.number: session.bar.epoch(k, e, n, r))
-            except KeyboardInterrupt:
-                session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
+                try:
+                    session.record(trial, arch, result, time.perf_counter() - t0)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Another process took its heartbeat for stale (a database busy past the
+                    # grace period) and recorded it as failed: keep searching.
+                    session.failed += 1
+                    session.bar.message(f"trial {trial.number}: another search process "
+                                        "recorded it as failed (its heartbeat looked stale); "
+                                        "result dropped")
+        except KeyboardInterrupt:
+            # wherever Ctrl-C lands after the ask, the trial must not stay RUNNING
             try:
-                session.record(trial, arch, result, time.perf_counter() - t0)
+                session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
-                # Another process took its heartbeat for stale (a database busy past the grace
-                # period) and recorded it as failed: keep searching.
-                session.failed += 1
-                session.bar.message(f"trial {trial.number}: another search process recorded "
-                                    "it as failed (its heartbeat looked stale); result dropped")
+                pass  # it was recorded just before the interrupt
+            raise
