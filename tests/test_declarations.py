@@ -108,3 +108,14 @@ def test_conv_net_enters_through_the_public_entry_point():
 def test_a_model_section_missing_a_required_key_names_it():
     with pytest.raises(ValueError, match="model: depth missing"):
         build_model({"model": {"backbone": "token_transformer", "dim": 16}}, DIGITS)
+
+
+def test_a_component_no_backbone_of_the_space_hosts_is_pointed_at():
+    from condsearch.space import SpaceError, parse_space
+
+    text = ("name: x\ntask: {dataset: digits}\nmodel:\n  backbone: conv_net\n  components:\n"
+            "    moe: {enabled: true}\n")
+    with pytest.raises(SpaceError) as caught:
+        parse_space(text, "s.yaml")
+    assert str(caught.value) == ("s.yaml:6: model.components.moe: no backbone of this space "
+                                 "hosts moe (conv_net hosts early_exit)")

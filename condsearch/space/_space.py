@@ -473,12 +473,10 @@ class _Checker:
                          f"{suggest_key(comp, list(BUILTIN_COMPONENTS), 'known components are')}")
                 ok = False
             elif comp not in hostable:
-                hosts = [n for n, d in declarations.items() if d is None or comp in d.hosts]
+                hosted = sorted({h for d in declarations.values() if d for h in d.hosts})
                 self.add(("model", "components", comp),
-                         f"no backbone of this space hosts {comp} "
-                         f"({_either(list(declarations))} hosts "
-                         f"{', '.join(sorted({h for d in declarations.values() if d for h in d.hosts})) or 'none'})"
-                         if not hosts else f"{comp} is not hosted here")
+                         f"no backbone of this space hosts {comp} ({_either(list(declarations))}"
+                         f" hosts {', '.join(hosted) or 'none'})")
                 ok = False
         components: dict[str, Params] = {}
         for comp in hostable:
