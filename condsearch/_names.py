@@ -34,6 +34,12 @@ ATTR_RAY_TRIAL: Final = "condsearch.ray_trial_id"
 
 #: the parameter set an NNI tuner proposed for the trial (replayed into the tuner on resume)
 ATTR_NNI_PARAMS: Final = "condsearch.nni_parameters"
+#: system attribute of a running trial: where its MLflow runs are (uri, experiment, parent run)
+ATTR_TRACKING: Final = "condsearch.tracking"
+#: a trial a scheduler stopped early (PRUNED) or that failed: its last report (numeric values)
+ATTR_LAST_REPORT: Final = "condsearch.last_report"
+#: the last epoch a trial stopped early had reported
+ATTR_STOPPED_AT: Final = "condsearch.stopped_at_epoch"
 
 # ---- Optuna study user attributes ---------------------------------------------------------------
 

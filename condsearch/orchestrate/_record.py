@@ -23,6 +23,7 @@ from condsearch._names import (
     ATTR_METRICS,
     ATTR_RUN,
     ATTR_TASK,
+    ATTR_TRACKING,
     ATTR_WEIGHTS_RUN,
     CONSTRAINT_METRICS,
     OBJECTIVE_METRICS,
@@ -60,8 +61,6 @@ ENV_GRACE_S = "CONDSEARCH_GRACE_S"
 DEFAULT_HEARTBEAT_S = 10.0
 #: ... and is stale once its last heartbeat (or, with none, its start) is older than this
 DEFAULT_GRACE_S = 60.0
-#: system attribute of a running trial: where its MLflow runs are (uri, experiment, parent run)
-ATTR_TRACKING = "condsearch.tracking"
 
 
 def _seconds(name: str, default: float) -> float:

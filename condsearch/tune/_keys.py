@@ -26,10 +26,8 @@ FLOPS_SUBSET_SEED: Final = 0
 
 # ---- Optuna trial user attributes the Searcher writes -------------------------------------------
 
-#: a stopped or failed trial's last report (its numeric values)
-ATTR_LAST_REPORT: Final = "condsearch.last_report"
-#: the last epoch a trial stopped early (PRUNED) had reported
-ATTR_STOPPED_AT: Final = "condsearch.stopped_at_epoch"
+# Declared with the other study attributes, in condsearch/_names.py.
+from condsearch._names import ATTR_LAST_REPORT, ATTR_STOPPED_AT  # noqa: E402,F401
 
 # ---- MLflow --------------------------------------------------------------------------------------
 
