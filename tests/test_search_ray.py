@@ -176,3 +176,34 @@ def test_a_killed_driver_loses_no_completed_trial_and_the_rerun_resumes(
     new = [t for t in trained_trials(study) if t.state == State.COMPLETE and t.number not in before]
     assert len(new) == 1, "the rerun ran its one trial, counted once"
     assert not [t for t in study.trials if t.state == State.RUNNING]
+
+
+def test_a_trial_past_trial_timeout_fails_with_its_reason_on_ray_too(ray_head, mlflow_server,
+                                                                     tmp_path):
+    # the trial runs in a Ray worker's thread: the deadline's watchdog stops it there
+    (tmp_path / "nets.py").write_text(
+        "import time\nfrom torch import nn\n\n\n"
+        "class Hangs(nn.Linear):\n"
+        "    def forward(self, x):\n"
+        "        while self.training and len(x) > 8:\n"
+        "            time.sleep(0.05)\n"
+        "        return super().forward(x.flatten(1))\n\n\n"
+        "def sleepy(model, io):\n"
+        "    if model['hang']:\n"
+        "        return Hangs(64, io['num_classes'])\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, io['num_classes']))\n")
+    space = tmp_path / "ray_timeout.yaml"
+    space.write_text("name: ray_timeout\ntask: {dataset: digits, train_limit: 200}\n"
+                     "model: {backbone: 'nets:sleepy', hang: {choice: [true, false]}}\n"
+                     "train: {epochs: 1, batch_size: 32}\nsampler: random\n"
+                     "search: {trials: 4, seed: 1, concurrency: 2, trial_timeout: 3}\n")
+    workdir = tmp_path / "run"
+    done = subprocess.run(search_command(space, workdir, ray_head, mlflow_server),
+                          capture_output=True, text=True, timeout=600, env=RAY_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load_study(workdir, "ray_timeout")
+    outcomes = {t.params["model.hang"]: set() for t in study.trials}
+    for t in study.trials:
+        outcomes[t.params["model.hang"]].add((t.state, t.user_attrs.get("condsearch.error")))
+    assert outcomes[True] == {(State.FAIL, "TrialTimeout: ran past search.trial_timeout = 3 s")}
+    assert outcomes[False] == {(State.COMPLETE, None)}

@@ -14,6 +14,7 @@ from typing import Any
 
 from condsearch.orchestrate._record import record_result
 from condsearch.orchestrate._trial import TrialSpec, run_trial
+from condsearch.space._bounds import TrialLimits
 
 
 def _space(space: Any) -> Any:
@@ -64,7 +65,8 @@ class Objective:
         arch = self.space.sample(trial)
         spec = TrialSpec(number=trial.number, arch=arch, task=self.task, sweep=self.sweep,
                          seed=self.seed + trial.number, tracking=self.tracking,
-                         objectives=self.space.objectives, code_paths=self.space.code_paths)
+                         objectives=self.space.objectives, code_paths=self.space.code_paths,
+                         limits=TrialLimits.of(self.space))
         keep = (lambda model: setattr(self, "last_model", model)) if self.keep_model else None
         result = run_trial(spec, on_model=keep)
         self.last_result = result

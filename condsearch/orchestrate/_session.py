@@ -25,6 +25,7 @@ from condsearch.orchestrate._workdir import (
     read_workdir,
     write_state,
 )
+from condsearch.space._bounds import TrialLimits
 from condsearch.track import (
     ENV_EXPERIMENT_ID,
     ENV_EXPERIMENT_NAME,
@@ -58,7 +59,8 @@ class Session:
         return TrialSpec(number=trial.number, arch=arch, task=self.space.task,
                          sweep=self.space.sweep, seed=self.seed + trial.number,
                          tracking=self.target, objectives=self.space.objectives,
-                         code_paths=self.space.code_paths)
+                         code_paths=self.space.code_paths,
+                         limits=TrialLimits.of(self.space))
 
     def record(self, trial: Any, arch: dict[str, Any], result: TrialResult, seconds: float) -> None:
         """Tell the study the outcome (FAIL without finite objectives), add derived points,

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from condsearch._names import OBJECTIVE_METRICS
+from condsearch.orchestrate._deadline import TrialTimeout, deadline
+from condsearch.space._bounds import TrialLimits
 from condsearch.track._target import TrackingTarget
 from condsearch.track._trial_runs import TrialRun
 
@@ -44,6 +46,8 @@ class TrialSpec:
     #: folders searched for a backbone named by import path (the space file's folder), so a
     #: worker process imports the same code as the driver
     code_paths: list[str] = field(default_factory=list)
+    #: what the trial may cost (constraints, memory, time), checked before and while it trains
+    limits: TrialLimits = field(default_factory=TrialLimits)
 
 
 @dataclass
@@ -161,45 +165,51 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         from condsearch.data import load_task
         from condsearch.models import build_model
         from condsearch.train import evaluate, fit, seed_everything, select_device, sweep_knobs
+        from condsearch.train._preflight import check_before_build, check_built
 
         run.log_params(spec.arch)
-        task = load_task(spec.task, near=next(iter(spec.code_paths), None))
-        train_cfg = _train_settings(spec)
-        # Raises what _device_name swallowed; otherwise the device the run's tag already names.
-        device = select_device(train_cfg["device"])
-        result.device = str(device)
-        # Seeded before the model is built, so its initial weights repeat too.
-        seed_everything(spec.seed)
-        model = build_model(spec.arch, task)
+        with deadline(spec.limits.timeout):
+            task = load_task(spec.task, near=next(iter(spec.code_paths), None))
+            train_cfg = _train_settings(spec)
+            # Raises what _device_name swallowed; otherwise the device the run's tag already names.
+            device = select_device(train_cfg["device"])
+            result.device = str(device)
+            # An impossible candidate fails here, in milliseconds, with its reason.
+            batch_size = int(train_cfg["batch_size"])
+            params = check_before_build(spec.arch, task.info(), batch_size, spec.limits, device)
+            # Seeded before the model is built, so its initial weights repeat too.
+            seed_everything(spec.seed)
+            model = build_model(spec.arch, task)
+            check_built(model, task.train[0], params, batch_size, spec.limits, device)
 
-        def epoch_done(epoch: int, epochs: int, record: dict[str, float]) -> None:
-            run.log_metrics(record, step=epoch)
-            if on_epoch is not None:
-                on_epoch(epoch, epochs, record)
+            def epoch_done(epoch: int, epochs: int, record: dict[str, float]) -> None:
+                run.log_metrics(record, step=epoch)
+                if on_epoch is not None:
+                    on_epoch(epoch, epochs, record)
 
-        fit(model, task, train_cfg, device=device, seed=spec.seed, on_epoch=epoch_done,
-            state=fit_state)
-        batch = int(train_cfg["eval_batch_size"])
-        result.knobs = inference_knobs(model)
-        result.metrics = _measure(model, task, evaluate(model, task, "val", batch), batch)
-        if any(not math.isfinite(v) for v in result.metrics.values()):
-            raise ValueError(f"non-finite metrics: {result.metrics}")
-        run.log_metrics(result.metrics)
-        _save_weights_and_arch(run, model, spec, task, result.knobs)
-        for knobs, evaluation in sweep_knobs(model, task, spec.sweep, "val", batch):
-            from condsearch.blocks import set_inference_knobs
+            fit(model, task, train_cfg, device=device, seed=spec.seed, on_epoch=epoch_done,
+                state=fit_state)
+            batch = int(train_cfg["eval_batch_size"])
+            result.knobs = inference_knobs(model)
+            result.metrics = _measure(model, task, evaluate(model, task, "val", batch), batch)
+            if any(not math.isfinite(v) for v in result.metrics.values()):
+                raise ValueError(f"non-finite metrics: {result.metrics}")
+            run.log_metrics(result.metrics)
+            _save_weights_and_arch(run, model, spec, task, result.knobs)
+            for knobs, evaluation in sweep_knobs(model, task, spec.sweep, "val", batch):
+                from condsearch.blocks import set_inference_knobs
 
-            set_inference_knobs(model, knobs)
-            metrics = _measure(model, task, evaluation, batch)
-            set_inference_knobs(model, result.knobs)
-            derived = TrialRun(spec.tracking, f"trial-{spec.number}-" + ",".join(
-                f"{k.split('.')[-1]}={v:g}" for k, v in knobs.items()),
-                {"condsearch.role": "derived", "condsearch.derived_from": str(spec.number)},
-                parent_run_id=run.run_id)
-            derived.log_params(knobs)
-            derived.log_metrics(metrics)
-            derived.end()
-            result.derived.append(DerivedPoint(knobs, metrics, derived.run_id))
+                set_inference_knobs(model, knobs)
+                metrics = _measure(model, task, evaluation, batch)
+                set_inference_knobs(model, result.knobs)
+                derived = TrialRun(spec.tracking, f"trial-{spec.number}-" + ",".join(
+                    f"{k.split('.')[-1]}={v:g}" for k, v in knobs.items()),
+                    {"condsearch.role": "derived", "condsearch.derived_from": str(spec.number)},
+                    parent_run_id=run.run_id)
+                derived.log_params(knobs)
+                derived.log_metrics(metrics)
+                derived.end()
+                result.derived.append(DerivedPoint(knobs, metrics, derived.run_id))
         result.ok = True
         if on_model is not None:
             on_model(model)
@@ -208,7 +218,8 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         run.end("KILLED")
         raise
     except Exception as exc:  # a trial's own failure must not stop the search
-        result.error = f"{type(exc).__name__}: {exc}"
+        result.error = (f"TrialTimeout: ran past search.trial_timeout = {spec.limits.timeout:g} s"
+                        if isinstance(exc, TrialTimeout) else f"{type(exc).__name__}: {exc}")
         run.set_tags({"condsearch.error": result.error[:5000],
                       "condsearch.traceback": traceback.format_exc()[-5000:]})
         run.end("FAILED")

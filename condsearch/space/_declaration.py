@@ -94,6 +94,9 @@ class Backbone:
     depth: Callable[[Params], tuple[int, int]] | None = None
     #: trainable parameters of a completed model section on a task's io (torch-free formula)
     param_count: Callable[[dict[str, Any], dict[str, Any]], int] | None = None
+    #: values one sample's forward pass keeps for the backward pass, about (torch-free formula);
+    #: with `param_count` it lets validation bound the memory of the costliest candidate
+    activations: Callable[[dict[str, Any], dict[str, Any]], int] | None = None
     #: the fewest parameters any point of the space can have, and that point; None if unknown
     fewest_params: Callable[[Params, dict[str, Params], dict[str, Any]],
                             tuple[int, dict[str, Any]] | None] | None = None

@@ -37,6 +37,9 @@ class ParamSpec:
     values: tuple[str, ...] = ()
     nullable: bool = False
     doc: str = ""
+    #: a value a candidate commonly has, for a key without a default: what validation compares a
+    #: value with to name the key that drives a space's cost
+    typical: Any = None
 
     def check(self, value: Any) -> str | None:
         """Why `value` is not a valid fixed value of this key, or None when it is."""

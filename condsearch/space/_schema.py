@@ -136,6 +136,10 @@ class SamplerSpec(Strict):
         return self
 
 
+#: the default of `search.trial_timeout`: six hours, far past any trial the examples run, short
+#: of a hung trial holding a search for good
+DEFAULT_TRIAL_TIMEOUT_S = 6 * 3600.0
+
 #: the largest search seed (`search.seed`, `--seed`)
 MAX_SEED = 2**31 - 1
 
@@ -149,6 +153,10 @@ class SearchSpec(Strict):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
     max_retries: int = Field(2, ge=0)  # reruns of a trial whose worker died
+    #: seconds a trial may run before it is failed; null: no limit
+    trial_timeout: Annotated[float, Field(gt=0)] | None = DEFAULT_TRIAL_TIMEOUT_S
+    #: GB a trial may plan to use in training; null: a share of the machine's (_bounds.py)
+    max_memory_gb: Annotated[float, Field(gt=0)] | None = None
 
 
 class SpaceDocument(Strict):

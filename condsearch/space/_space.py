@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from condsearch._names import OBJECTIVES
+from condsearch.space._bounds import check_memory, check_sweep, check_train_length
 from condsearch.space._declaration import Backbone, CheckContext
 from condsearch.space._distributions import (
     Choice,
@@ -41,6 +42,7 @@ from condsearch.space._schema import (
     SWEEP_KNOBS,
     TRAIN_PARAMS,
     ConstraintsSpec,
+    SearchSpec,
     SpaceDocument,
     TaskSpec,
     model_at,
@@ -99,7 +101,8 @@ class SearchSpace:
         self.sweep: dict[str, list[float]] = {k: [float(x) for x in v] for k, v in doc.sweep.items()}
         self.trials: int = doc.search.trials
         self.seed: int = doc.search.seed
-        #: how trials run on the ray backend: concurrency, cpus/gpus per trial, max_retries
+        #: how trials run: concurrency, cpus/gpus per trial, max_retries (ray backend),
+        #: trial_timeout and max_memory_gb (both backends)
         self.execution: dict[str, Any] = doc.search.model_dump(exclude={"trials", "seed"})
         self._train = train
 
@@ -290,6 +293,8 @@ def parse_space(text: str, path: str = "<string>", overrides: list[str] | None =
     doc = check.document(data)
     plan, train = check.params(data)
     check.cross(data, plan)
+    if not check.problems:  # the bounds read valid keys only
+        check.bounds(data, plan, train)
     if check.problems:
         raise check.error()
     # no problems means every part validated
@@ -561,6 +566,23 @@ class _Checker:
         constraints = _valid(ConstraintsSpec, data.get("constraints", {}))
         if io is not None and constraints is not None and constraints.max_params is not None:
             self._max_params(constraints, plan, io)
+
+    def bounds(self, data: dict[str, Any], plan: ModelPlan | None, train: Params) -> None:
+        """Refuse what the costliest candidate could not afford: a sweep or a training too long,
+        or (for backbones with torch-free size formulas) more memory than the limit."""
+        task = data["task"]
+        check_sweep(data.get("sweep") or {}, self.add)
+        check_train_length(train, task, self.add)
+        io = known_io(task)
+        if plan is None or io is None:
+            return
+        search = SearchSpec.model_validate(data.get("search") or {})
+        for name, decl in plan.declarations.items():
+            if decl is None:
+                continue
+            hosted = {c: plan.components[c] for c in decl.hosts if c in plan.components}
+            check_memory(decl, plan.keys[name], hosted, train, io, search.max_memory_gb,
+                         self.add)
 
     def _objectives(self, names: list[Any]) -> None:
         seen: set[str] = set()

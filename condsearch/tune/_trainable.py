@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from condsearch.orchestrate._trial import TrialResult, TrialSpec, run_trial
+from condsearch.space._bounds import TrialLimits
 from condsearch.track._target import TrackingTarget
 from condsearch.tune._checkpoint import load_checkpoint, write_checkpoint
 from condsearch.tune._keys import FLOPS_SUBSET
@@ -28,13 +29,15 @@ class TrialPlan:
     tracking: TrackingTarget | None = None
     code_paths: list[str] = field(default_factory=list)
     flops_samples: int = FLOPS_SUBSET
+    limits: TrialLimits = field(default_factory=TrialLimits)
 
     def spec(self, config: dict[str, Any]) -> TrialSpec:
         """The trial the searcher suggested (`{"number": n, "arch": {...}}`)."""
         number = int(config["number"])
         return TrialSpec(number=number, arch=config["arch"], task=self.task, sweep=self.sweep,
                          seed=self.seed + number, tracking=self.tracking,
-                         objectives=list(self.objectives), code_paths=list(self.code_paths))
+                         objectives=list(self.objectives), code_paths=list(self.code_paths),
+                         limits=self.limits)
 
 
 def trainable(space: Any, tracking: TrackingTarget | None = None, *, seed: int | None = None,
@@ -51,7 +54,8 @@ def trainable(space: Any, tracking: TrackingTarget | None = None, *, seed: int |
     plan = TrialPlan(task=space.task, sweep=dict(space.sweep) if sweep else {},
                      seed=int(space.seed if seed is None else seed),
                      objectives=list(space.objectives), tracking=tracking,
-                     code_paths=list(space.code_paths), flops_samples=int(flops_samples))
+                     code_paths=list(space.code_paths), flops_samples=int(flops_samples),
+                     limits=TrialLimits.of(space))
 
     def condsearch_trial(config: dict[str, Any]) -> None:
         run_planned_trial(plan, config)

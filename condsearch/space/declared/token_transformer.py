@@ -13,8 +13,9 @@ from condsearch.space.declared.moe import MOE, moe_layers
 from condsearch.space.declared.token_selection import TOKEN_SELECTION, selection_layers
 
 PARAMS = {
-    "dim": ParamSpec("int", required=True, lo=1, doc="token width"),
-    "depth": ParamSpec("int", required=True, lo=1, doc="number of transformer layers"),
+    "dim": ParamSpec("int", required=True, lo=1, doc="token width", typical=64),
+    "depth": ParamSpec("int", required=True, lo=1, doc="number of transformer layers",
+                       typical=4),
     "heads": ParamSpec("int", 4, lo=1, doc="attention heads; must divide dim"),
     "mlp_ratio": ParamSpec("float", 2.0, lo=0, lo_open=True, doc="MLP hidden width / dim"),
     "patch_size": ParamSpec("int", 2, lo=1, doc="square patch side for images"),
@@ -106,6 +107,29 @@ def param_count(model: dict[str, Any], io: dict[str, Any]) -> int:
     return total + (1 + len(exit_positions(early, depth) if early else [])) * head
 
 
+def activations(model: dict[str, Any], io: dict[str, Any]) -> int:
+    """About the values one sample's forward pass keeps for backward: per layer the LayerNorms,
+    q/k/v, attention scores and weights, projections and the MLP's hidden layer (top_k experts'
+    worth in an MoE layer), over every token (CLS and the most tape tokens included)."""
+    model = complete(PARAMS, model)
+    d, depth, heads = int(model["dim"]), int(model["depth"]), int(model["heads"])
+    hidden = int(d * float(model["mlp_ratio"]))
+    if io["input_kind"] == "image":
+        _, h, w = io["input_shape"]
+        tokens = (h // int(model["patch_size"])) * (w // int(model["patch_size"]))
+    else:
+        tokens = int(io["input_shape"][0])
+    tape = enabled(model, "adatape")
+    t = tokens + 1 + (int(tape["max_tape"]) if tape else 0)
+    moe = enabled(model, "moe")
+    moe_at = set(moe_layers(moe, depth)) if moe else set()
+    total = t * d
+    for i in range(1, depth + 1):
+        mlp = 2 * t * hidden * (int(moe["top_k"]) if i in moe_at else 1)
+        total += 10 * t * d + 2 * heads * t * t + mlp
+    return total
+
+
 def fewest_params(model: Params, components: dict[str, Params], io: dict[str, Any]
                   ) -> tuple[int, dict[str, Any]] | None:
     """The fewest parameters any point of the space can have, and that point; None if undecidable.
@@ -159,5 +183,6 @@ def _fewest_exit_options(early_exit: Params) -> list[dict[str, Any]]:
 TOKEN_TRANSFORMER = Backbone(
     name="token_transformer", factory="condsearch.models._token_transformer:TokenTransformer",
     params=PARAMS, section=None, hosts=tuple(COMPONENTS), check=_check, depth=_depth,
-    param_count=param_count, fewest_params=fewest_params, strict=True, origin="builtin",
+    param_count=param_count, activations=activations, fewest_params=fewest_params,
+    strict=True, origin="builtin",
     doc="a ViT-style encoder over patches or token ids, with every token-level component")
