@@ -140,10 +140,15 @@ def search(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override key.path=value; "
                                                    "repeatable.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    new_study: Annotated[bool, typer.Option("--new-study", help="Start a new study in a "
+                                            "workdir whose recorded study is gone from its "
+                                            "storage (a deleted or emptied study.db); refused "
+                                            "while it is still there.")] = False,
 ) -> None:
     """Run (or resume) a search: trials are trained, measured and logged to MLflow.
 
-    A backbone the space names as 'module:function' is code, imported and run by the search."""
+    A backbone the space names as 'module:function' is code, imported and run by the search.
+    A workdir may be moved or copied: it resumes from its new place with its own files."""
     if trials is not None and trials < 1:
         _fail(f"--trials must be >= 1, got {trials}")
     if seed is not None and not 0 <= seed <= MAX_SEED:
@@ -160,7 +165,7 @@ def search(
         summary = run_search(loaded, trials=trials, workdir=workdir, backend=backend,
                              tracking_uri=tracking_uri, seed=seed, progress=not quiet,
                              storage=storage, address=address, experiment=experiment,
-                             experiment_id=experiment_id, tags=tags)
+                             experiment_id=experiment_id, tags=tags, new_study=new_study)
     except KeyboardInterrupt:
         _fail(f"interrupted; completed trials are kept in {workdir}; run the same command "
               "to resume", 130)

@@ -7,6 +7,8 @@ trial 10 and trial 1,000.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from condsearch._names import CONSTRAINT_METRICS
@@ -347,3 +349,20 @@ def best_effort(method: Any, *args: Any) -> None:
 
         warnings.warn(f"MLflow update skipped ({type(exc).__name__}: {str(exc)[:300]}); it is "
                       "caught up after the next trial if there is one", TrackingUnavailable, stacklevel=2)
+
+
+@contextmanager
+def tracking_quiet(quiet: bool = True) -> Iterator[None]:
+    """While in it (when `quiet`), MLflow failures `best_effort` absorbs warn nothing: a search
+    stopping on a full disk says so in one line, and MLflow on the same disk failing too is no
+    news."""
+    if not quiet:
+        yield
+        return
+    import warnings
+
+    from condsearch.track._trial_runs import TrackingUnavailable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrackingUnavailable)
+        yield

@@ -52,10 +52,12 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
            experiment: str | None = None, experiment_id: str | None = None,
            tags: dict[str, str] | None = None, study: Any = None, sampler: Any = None,
            callbacks: list[Any] | None = None, tune_config: Any = None,
-           run_config: Any = None) -> SearchSummary:
+           run_config: Any = None, new_study: bool = False) -> SearchSummary:
     """Run `trials` more trials of `space` (a SearchSpace or a YAML path) in `workdir`.
 
-    Resumes the study already in `workdir` (or at `storage`, an Optuna database URL). Ctrl-C
+    Resumes the study already in `workdir` (or at `storage`, an Optuna database URL); when the
+    study the workdir recorded is gone from its storage (a deleted or emptied `study.db`), a
+    new one starts only with `new_study=True` (refused while the study is still there). Ctrl-C
     stops after recording the running trials as failed and closing the MLflow runs; every
     completed trial stays in the study. `backend="ray"` runs the trials on a Ray cluster
     (`address`, or RAY_ADDRESS, or a local Ray instance).
@@ -100,7 +102,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     with WorkdirLock(workdir), open_session(space, workdir, n_trials, seed, tracking,
                                             storage, progress, backend, study=study,
                                             sampler=sampler,
-                                            callbacks=tuple(callbacks or ())) as session:
+                                            callbacks=tuple(callbacks or ()),
+                                            new_study=new_study) as session:
         if backend == "ray":
             try:
                 from condsearch.orchestrate._ray import run_on_ray

@@ -1,9 +1,11 @@
 """Every use condsearch makes of Optuna's private API, in one place.
 
 Optuna offers no public call for these (a sampler persisting per-trial state, writing a trial's
-attributes in one transaction, adding a trial and learning its number). Each function names the
-private API it relies on and the Optuna version it was checked against; tests/test_private_apis.py
-exercises each against the installed Optuna, so an upgrade that moves one fails there loudly.
+attributes in one transaction, recording a trial and its derived points in one transaction,
+adding a trial and learning its number). Each function names the private API it relies on and
+the Optuna version it was checked against; tests/test_private_apis.py (and, for
+`write_trial_group`, tests/test_disk_full.py) exercises each against the installed Optuna, so an
+upgrade that moves one fails there loudly.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 #: the Optuna release every function here was checked against
 CHECKED_AGAINST = "5.0.0"
@@ -113,6 +115,121 @@ def add_trial_numbered(study: optuna.Study, frozen: FrozenTrial) -> int:
     storage = study._storage
     new_id = storage.create_new_trial(study._study_id, template_trial=frozen)
     return storage.get_trial_number_from_id(new_id)
+
+
+#: how often a group write is tried when the database reports a lock conflict (as Optuna retries
+#: creating a trial); any other failure, a full disk among them, is raised at once
+_GROUP_ATTEMPTS = 5
+
+
+def _lock_conflict(exc: BaseException) -> bool:
+    """Whether a failed transaction was refused for a lock another process held (SQLite's
+    "database is locked", a server's deadlock or serialization failure): worth another try."""
+    text = f"{exc} {exc.__cause__}".lower()
+    return any(m in text for m in ("database is locked", "deadlock", "could not serialize",
+                                   "lock wait timeout"))
+
+
+def write_trial_group(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str, Any],
+                      system_attrs: dict[str, Any], state: TrialState | None = None,
+                      values: list[float] | None = None,
+                      new_trials: list[FrozenTrial] = ()) -> list[int]:
+    """Write a running trial's attributes, finish it with `state` (COMPLETE with `values`, or
+    FAIL; None leaves it RUNNING for the caller, as an objective run by `optimize` does) and add
+    `new_trials` (finished trials: the derived points), and return their numbers.
+
+    On a database storage all of it is one transaction: a failure (a full disk, a lost server)
+    rolls it back whole, leaving the trial RUNNING with none of these attributes and no new
+    trial, never a trial without its derived points. The sampler's `after_trial` is called
+    first, as `study.tell` calls it, and the state written even when it raises. On another
+    storage (in memory, journal) the same writes are made one by one, as Optuna's own calls.
+
+    Relies on `Study._storage`, `Study._study_id`, `Study._thread_local`, `Trial._trial_id`,
+    `Trial._cached_frozen_trial`, `optuna.pruners._filter_study`, `_CachedStorage._backend`,
+    `optuna.storages._rdb.storage._create_scoped_session`, `optuna.storages._rdb.models`
+    (`StudyModel.find_or_raise_by_id`, `TrialModel.find_or_raise_by_id`) and the RDBStorage
+    methods `check_trial_is_updatable`, `_set_trial_attr_without_commit`,
+    `_set_trial_value_without_commit` and `_get_prepared_new_trial` (what `create_new_trial`
+    runs inside its own transaction); checked against Optuna 5.0.0."""
+    from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+
+    if state is not None and state not in (TrialState.COMPLETE, TrialState.FAIL):
+        raise ValueError(f"a recorded trial is COMPLETE or FAIL, not {state.name}")
+    if (state == TrialState.COMPLETE) != (values is not None):
+        raise ValueError("values go with state COMPLETE, and only with it")
+    tid = trial._trial_id
+    frozen = study._storage.get_trial(tid)
+    if frozen.state.is_finished():  # another process recorded it (a heartbeat taken for stale)
+        raise UpdateFinishedTrialError(f"trial {frozen.number} is already {frozen.state.name}")
+    backend = _rdb_backend(study)
+    if backend is None:
+        write_running_trial_attrs(study, trial, user_attrs, system_attrs)
+        if state is not None:
+            study.tell(trial, values, state=state)
+        return [add_trial_numbered(study, new) for new in new_trials]
+
+    import random
+    import time
+
+    study._thread_local.cached_all_trials = None  # as `tell` and `add_trial` invalidate it
+    values = None if values is None else [float(v) for v in values]
+    if values is not None and len(values) != len(study.directions):
+        raise ValueError(f"{len(values)} values for {len(study.directions)} objectives")
+
+    def write() -> list[int]:
+        for attempt in range(1, _GROUP_ATTEMPTS + 1):
+            try:
+                return _write_group(backend, study._study_id, tid, user_attrs, system_attrs,
+                                    state, values, new_trials)
+            except StorageInternalError as exc:
+                if attempt == _GROUP_ATTEMPTS or not _lock_conflict(exc):
+                    raise
+                time.sleep(random.random() * 2.0)  # Optuna's own back-off for a lock conflict
+        raise AssertionError("not reached")
+
+    if state is None:
+        numbers = write()
+    else:
+        try:
+            study.sampler.after_trial(optuna.pruners._filter_study(study, frozen), frozen, state,
+                                      values)
+        finally:
+            numbers = write()
+    trial._cached_frozen_trial.user_attrs.update(user_attrs)
+    trial._cached_frozen_trial.system_attrs.update(system_attrs)
+    return numbers
+
+
+def _write_group(backend: RDBStorage, study_id: int, tid: int, user_attrs: dict[str, Any],
+                 system_attrs: dict[str, Any], state: TrialState | None,
+                 values: list[float] | None, new_trials: list[FrozenTrial]) -> list[int]:
+    """`write_trial_group`'s one transaction: what `set_trial_user_attr`,
+    `set_trial_system_attr`, `set_trial_state_values` and `create_new_trial` each commit alone."""
+    from datetime import datetime
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    numbers = []
+    with _create_scoped_session(backend.scoped_session) as session:
+        # The lock `create_new_trial` takes so no other process numbers a trial meanwhile.
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        row = models.TrialModel.find_or_raise_by_id(tid, session, for_update=True)
+        backend.check_trial_is_updatable(tid, row.state)
+        for key, value in user_attrs.items():
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, tid,
+                                                   key, value)
+        for key, value in system_attrs.items():
+            backend._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel,
+                                                   tid, key, value)
+        if state is not None:
+            for objective, value in enumerate(values or ()):
+                backend._set_trial_value_without_commit(session, row, objective, value)
+            row.state = state
+            row.datetime_complete = datetime.now()
+        for new in new_trials:
+            numbers.append(backend._get_prepared_new_trial(study_id, new, session).number)
+    return numbers
 
 
 def distribution_contains(distribution: BaseDistribution, value: Any) -> bool:

@@ -5,11 +5,14 @@ Both backends record through here, so the study looks the same however trials ra
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
 import threading
 import warnings
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -29,7 +32,6 @@ from condsearch._names import (
     OBJECTIVE_METRICS,
 )
 from condsearch.orchestrate._optuna_private import (
-    add_trial_numbered,
     constraint_system_attrs,
     distribution_contains,
     heartbeat_expired_trial_ids,
@@ -38,9 +40,11 @@ from condsearch.orchestrate._optuna_private import (
     study_storage,
     trial_id,
     write_running_trial_attrs,
+    write_trial_group,
 )
 from condsearch.orchestrate._points import Point
 from condsearch.orchestrate._trial import TrialResult
+from condsearch.orchestrate._workdir import SearchError
 from condsearch.space import knob_param
 
 
@@ -198,6 +202,153 @@ def fail_stale_trials(study: optuna.Study, tracking_uri: str | None = None,
     return failed
 
 
+# ---- a full disk ---------------------------------------------------------------------------------
+
+#: errno values meaning nothing more can be written: no space, a quota, the file size limit
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: what databases say when they cannot grow: SQLite's SQLITE_FULL, PostgreSQL's "could not extend
+#: file ...: No space left on device", MySQL's "The table '...' is full"
+_FULL_TEXTS = re.compile(r"database or disk is full|no space left on device|disk quota exceeded"
+                         r"|\btable '[^']*' is full", re.IGNORECASE)
+#: below this many free bytes a disk counts as full when SQLite reports an I/O error
+_FULL_FREE_BYTES = 1 << 20
+
+
+class StorageFull(SearchError):
+    """The disk holding the study (or another file the search writes) is full: the search
+    stopped, keeping every trial recorded before; the message says what to do."""
+
+    def __init__(self, where: str, detail: str, completed: int | None) -> None:
+        kept = ("every completed trial is kept" if completed is None else
+                f"{completed} completed trial{'' if completed == 1 else 's'} "
+                f"{'is' if completed == 1 else 'are'} kept")
+        super().__init__(f"the disk holding {where} is full: {detail}; {kept}; free space and "
+                         "run the same command to resume")
+        self.where, self.detail, self.completed = where, detail, completed
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps: its cause and context, and a database driver's own error
+    (SQLAlchemy's `orig`), each once."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__, getattr(current, "orig", None)]
+    return [e for e in seen if isinstance(e, BaseException)]
+
+
+def _sqlite_path(storage: str | None) -> Path | None:
+    if storage and storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///"):].partition("?")[0]
+        if path and path != ":memory:":
+            return Path(path)
+    return None
+
+
+def _no_room(path: Path) -> str | None:
+    """Why the SQLite database at `path` cannot grow, or None: its file (or journal) reached
+    this process's file size limit (`ulimit -f`; a write past it fails with EFBIG, which SQLite
+    reports as a "disk I/O error"), or its disk has no free space left."""
+    import resource
+    import shutil
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        sizes = [p.stat().st_size for p in (path, Path(f"{path}-journal"), Path(f"{path}-wal"))
+                 if p.exists()]
+        if sizes and max(sizes) + 65536 >= limit:
+            return f"the file size limit of {limit} bytes (ulimit -f) is reached"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    return f"{free} bytes free" if free < _FULL_FREE_BYTES else None
+
+
+def _masked(storage: str) -> str:
+    """A database URL with any password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: say less
+        return "the study database"
+
+
+def full_disk(exc: BaseException, storage: str | None = None) -> tuple[str, str] | None:
+    """(where, detail) when `exc` means a disk is full, else None.
+
+    A full disk shows as an OSError ENOSPC, EDQUOT or EFBIG (a file size limit), as a database
+    saying it cannot grow (SQLite's "database or disk is full"), or as SQLite's "disk I/O error"
+    when the study's SQLite file at `storage` has no room left (`_no_room`). `where` is the file
+    that could not be written (the study database unless the error names another)."""
+    path = _sqlite_path(storage)
+    where = str(path) if path is not None else (_masked(storage) if storage else
+                                                "the study database")
+    for e in _causes(exc):
+        if isinstance(e, StorageFull):
+            return e.where, e.detail
+        if getattr(e, "orig", None) is not None:
+            continue  # SQLAlchemy's wrapper: the driver's own error (its `orig`) says it plainly
+        text = " ".join(str(e).split())
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return (str(e.filename) if e.filename else where), e.strerror or text
+        if _FULL_TEXTS.search(text):
+            return where, text[:300]
+        if "disk i/o error" in text.lower() and path is not None:
+            room = _no_room(path)
+            if room is not None:
+                return where, f"{text[:200]} ({room})"
+    return None
+
+
+def completed_trials(study: optuna.Study) -> int | None:
+    """The study's completed trained trials (derived points not counted); None when it cannot
+    be read."""
+    try:
+        return sum(ATTR_DERIVED_FROM not in t.user_attrs for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)))
+    except Exception:  # noqa: BLE001 - the count is a courtesy in a message
+        return None
+
+
+def storage_full(exc: BaseException, study: optuna.Study | None,
+                 storage: str | None) -> StorageFull | None:
+    """The one-line error a search stops with when `exc` means a full disk, else None."""
+    if isinstance(exc, StorageFull):
+        return exc
+    found = full_disk(exc, storage)
+    if found is None:
+        return None
+    return StorageFull(*found, completed_trials(study) if study is not None else None)
+
+
+def abandon_trial(study: optuna.Study, trial: optuna.Trial, result: TrialResult, reason: str,
+                  tracking: Any = None) -> None:
+    """After the study refused a trial's record (a full disk): record it as failed with `reason`
+    if the study still takes that smaller write (else the next invocation finds it stale), and
+    close its MLflow runs, the trained and the derived, as FAILED with `reason` as a tag, so no
+    run of a trial the study lacks looks finished (none was tagged on the front). Silent and
+    best effort: MLflow may be on the same full disk."""
+    from condsearch.track._stale import STALE_REASON_TAG
+    from condsearch.track._trial_runs import end_runs
+
+    try:
+        write_trial_group(study, trial, {ATTR_ERROR: reason[:2000]}, {}, TrialState.FAIL)
+    except Exception:  # noqa: BLE001, S110 - left RUNNING: the next start finds it stale
+        pass
+    runs = [r for r in (result.run_id, *(d.run_id for d in result.derived)) if r]
+    if tracking is not None and runs:
+        try:
+            end_runs(tracking.uri, runs, "FAILED", {STALE_REASON_TAG: reason})
+        except Exception:  # noqa: BLE001, S110 - best effort, see above
+            pass
+
+
 def _values(metrics: dict[str, float], objectives: list[tuple[str, str]]) -> list[float] | None:
     values = [float(metrics.get(OBJECTIVE_METRICS[name], math.nan)) for name, _ in objectives]
     return values if all(math.isfinite(v) for v in values) else None
@@ -232,6 +383,11 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
                   constraints: dict[str, Any], tell: bool = True) -> list[Point]:
     """Tell the study the trial's outcome and add its derived points; return the new points.
 
+    The trial and its derived points are recorded together or not at all: on a database storage
+    its attributes, constraints, values, state and every derived point are one transaction
+    (`write_trial_group`), so a failure (a full disk) leaves the trial RUNNING with no derived
+    point, for the caller to record as failed or the next invocation to find stale.
+
     With `tell=False` the trial's attributes, constraints and derived points are written but
     its state is left to the caller (an Optuna objective returns its values to `optimize`)."""
     names = [n for n, _ in objectives]
@@ -241,34 +397,33 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
         failure = {ATTR_ERROR: reason[:2000]}
         if result.run_id:
             failure[ATTR_RUN] = result.run_id
-        write_trial_attrs(study, trial, failure)
-        if tell:
-            study.tell(trial, state=TrialState.FAIL)
+        write_trial_group(study, trial, failure, {}, TrialState.FAIL if tell else None)
         return []
     cons = constraint_values(result.metrics, constraints)
     attrs = {ATTR_METRICS: result.metrics, ATTR_KNOBS: result.knobs, ATTR_ARCH: arch,
              ATTR_TASK: task, ATTR_RUN: result.run_id, ATTR_WEIGHTS_RUN: result.run_id}
-    write_trial_attrs(study, trial, attrs, cons)
-    if tell:
-        study.tell(trial, values)
     feasible = all(v <= 0 for v in cons.values())
     points = [Point(trial.number, trial.number, False, dict(zip(names, values)), result.metrics,
                     result.knobs, arch, task, result.run_id, result.run_id, feasible)]
+    derived_trials, kept = [], []
     for derived in result.derived:
         d_values = _values(derived.metrics, objectives)
         if d_values is None:
             continue
         d_cons = constraint_values(derived.metrics, constraints)
         knobs = {**result.knobs, **derived.knobs}
-        frozen = optuna.trial.create_trial(
+        derived_trials.append(optuna.trial.create_trial(
             params=_knob_params(trial.params, trial.distributions, derived.knobs),
             distributions=trial.distributions, values=d_values, constraints=d_cons or None,
             user_attrs={**attrs, ATTR_METRICS: derived.metrics, ATTR_KNOBS: knobs,
                         ATTR_RUN: derived.run_id, ATTR_DERIVED_FROM: trial.number},
-        )
-        number = add_trial_numbered(study, frozen)
+        ))
+        kept.append((derived, d_values, d_cons, knobs))
+    numbers = write_trial_group(study, trial, attrs, constraint_system_attrs(cons),
+                                TrialState.COMPLETE if tell else None, values if tell else None,
+                                derived_trials)
+    for number, (derived, d_values, d_cons, knobs) in zip(numbers, kept, strict=True):
         points.append(Point(number, trial.number, True, dict(zip(names, d_values)),
                             derived.metrics, knobs, arch, task, derived.run_id, result.run_id,
                             all(v <= 0 for v in d_cons.values())))
     return points
-

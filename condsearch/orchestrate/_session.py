@@ -13,16 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from condsearch._names import ATTR_HYPERVOLUME_REFERENCE, ATTR_WORKDIR_STATE
-from condsearch.orchestrate._keeper import FrontKeeper, best_effort, reference_bounds
+from condsearch.orchestrate._keeper import (
+    FrontKeeper,
+    best_effort,
+    reference_bounds,
+    tracking_quiet,
+)
 from condsearch.orchestrate._optuna_private import frozen_trial, rdb_url
 from condsearch.orchestrate._points import point_from_trial
 from condsearch.orchestrate._progress import SearchProgress, describe_values
-from condsearch.orchestrate._record import fail_stale_trials, record_result
+from condsearch.orchestrate._record import (
+    abandon_trial,
+    fail_stale_trials,
+    record_result,
+    storage_full,
+)
 from condsearch.orchestrate._trial import TrialResult, TrialSpec
 from condsearch.orchestrate._workdir import (
     SearchError,
     WorkdirState,
-    read_workdir,
     write_state,
 )
 from condsearch.space._bounds import TrialLimits
@@ -64,9 +73,21 @@ class Session:
 
     def record(self, trial: Any, arch: dict[str, Any], result: TrialResult, seconds: float) -> None:
         """Tell the study the outcome (FAIL without finite objectives), add derived points,
-        update the front and its tags, and report the trial on the progress bar."""
-        points = record_result(self.study, trial, arch, self.space.task, result,
-                               self.space.objectives, self.space.constraints)
+        update the front and its tags, and report the trial on the progress bar.
+
+        The trial and its derived points are recorded together or not at all. When the disk
+        holding the study is full, the trial is recorded as failed if that still fits, its
+        MLflow runs are closed as FAILED (none is tagged on the front), and the search stops
+        with `StorageFull`, a SearchError whose one line says what to do."""
+        try:
+            points = record_result(self.study, trial, arch, self.space.task, result,
+                                   self.space.objectives, self.space.constraints)
+        except Exception as exc:
+            full = storage_full(exc, self.study, self.state.storage)
+            if full is None:
+                raise
+            abandon_trial(self.study, trial, result, f"not recorded: {full}", self.target)
+            raise full from exc
         self.keeper.add(points)
         if self.keeper.reference is not None and not self.reference_saved:
             self.study.set_user_attr(ATTR_HYPERVOLUME_REFERENCE, self.keeper.reference)
@@ -87,9 +108,15 @@ class Session:
                 callback(self.study, frozen)
 
 
-def open_study(space: Any, storage: str, seed: int, sampler: Any = None):
+def open_study(space: Any, storage: str, seed: int, sampler: Any = None, *,
+               workdir: Path | None = None, tracking_uri: str | None = None):
     """Create or load the search's multi-objective study; a resumed one gets a fresh seed.
-    `sampler` (an Optuna sampler object) replaces the one the space names."""
+    `sampler` (an Optuna sampler object) replaces the one the space names.
+
+    With `workdir` and `tracking_uri` (a search's session): when the study is the workdir's own
+    file, trials a copied or moved workdir's study holds RUNNING are pointed at the workdir's
+    MLflow store (`_adopt_running_trials`), so closing them as stale never touches the
+    original's runs."""
     import optuna
 
     from condsearch.orchestrate._samplers import make_sampler
@@ -107,11 +134,56 @@ def open_study(space: Any, storage: str, seed: int, sampler: Any = None):
             "now asks; use another --workdir"
         )
     n_before = len(existing.trials) if existing is not None else 0
+    # The study exists before its sampler is built: the workdir already records it, and a
+    # sampler that cannot be built must not leave a record of a study that was never created.
+    study = optuna.create_study(study_name=space.name, storage=storage, directions=directions,
+                                load_if_exists=True)
     # A resumed search continues with a fresh seed so it does not repeat earlier suggestions.
-    if sampler is None:
-        sampler = make_sampler(space.sampler, seed + n_before, space)
-    return optuna.create_study(study_name=space.name, storage=storage, directions=directions,
-                               sampler=sampler, load_if_exists=True)
+    study.sampler = sampler if sampler is not None else make_sampler(space.sampler,
+                                                                     seed + n_before, space)
+    if existing is not None and workdir is not None and tracking_uri is not None:
+        _adopt_running_trials(study, storage, workdir, tracking_uri)
+    return study
+
+
+def _adopt_running_trials(study: Any, storage: str, workdir: Path, tracking_uri: str) -> list[int]:
+    """Point the RUNNING trials of a copied or moved workdir's own study at its MLflow store.
+
+    A running trial notes where its MLflow runs are (`condsearch.tracking`: an absolute URI);
+    in a copy that is the original's store, where closing the trial as stale would mark the
+    original's runs KILLED. A trial is adopted when its noted parent run is in this workdir's
+    store too (the store was copied with the study); only a study file inside the workdir is
+    changed, never a shared storage whose trials other workdirs run. Returns the adopted
+    trials' numbers."""
+    import optuna
+
+    from condsearch._names import ATTR_TRACKING
+    from condsearch.orchestrate._optuna_private import set_trial_system_attr
+    from condsearch.orchestrate._workdir import path_inside, sqlite_file
+
+    own = sqlite_file(storage)
+    if own is None or path_inside(own[0], workdir.resolve()) is None:
+        return []
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    noted = [(t, t.system_attrs.get(ATTR_TRACKING)) for t in running]
+    foreign = [(t, w) for t, w in noted if isinstance(w, dict) and w.get("parent_run_id")
+               and w.get("uri") != tracking_uri]
+    if not foreign:
+        return []
+    from mlflow import MlflowClient
+
+    client, adopted, known = MlflowClient(tracking_uri), [], {}
+    for trial, where in foreign:
+        parent = str(where["parent_run_id"])
+        if parent not in known:
+            try:
+                known[parent] = client.get_run(parent) is not None
+            except Exception:  # not in this store: the trial is another workdir's
+                known[parent] = False
+        if known[parent]:
+            set_trial_system_attr(study, trial, ATTR_TRACKING, {**where, "uri": tracking_uri})
+            adopted.append(trial.number)
+    return adopted
 
 
 @dataclass(frozen=True)
@@ -249,31 +321,159 @@ def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
     return TrackingPlan(uri, experiment_id, name, nest_under, tags, notes + more)
 
 
+def _absolute_storage(storage: str) -> str:
+    """A study storage URL with a relative SQLite path made absolute (as SQLAlchemy reads it
+    from the current directory), so the workdir's record means the same from anywhere."""
+    return absolute_uri(storage) if storage.startswith("sqlite:///") else storage
+
+
+def _check_study_store(workdir: Path, storage: str, study_name: str,
+                       previous: WorkdirState | None, new_study: bool, users_study: bool) -> bool:
+    """Whether `storage` holds `study_name`, checked before Optuna opens it (which would create
+    tables in an empty file): a corrupt, truncated or foreign database is refused; so is a
+    recorded study the storage no longer holds, unless `new_study`; and `new_study` while the
+    study is still there."""
+    import optuna
+
+    from condsearch.orchestrate._workdir import inspect_study_storage, study_gone
+
+    db = inspect_study_storage(storage)
+    if db is not None:
+        if db.tables is None:  # busy just now: Optuna opens it as it always did
+            return True
+        names: list[str] = list(db.studies)
+    elif previous is not None or new_study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        names = optuna.get_all_study_names(storage)
+    else:
+        return False
+    present = study_name in names
+    if new_study and present and not users_study:
+        raise SearchError(f"--new-study: {db.path if db else storage} still holds the study "
+                          f"{study_name!r}; resume it without --new-study, or use another "
+                          "--workdir")
+    if previous is not None and not present and not new_study:
+        if db is not None:
+            raise study_gone(db, study_name, workdir)
+        raise SearchError(f"{storage} holds no study {study_name!r}, but "
+                          f"{workdir / 'condsearch.json'} records it there; restore it, or "
+                          "start a new study in this workdir with search --new-study")
+    return present
+
+
+def _check_tracking_store(workdir: Path, asked: TrackingRequest, previous: WorkdirState | None,
+                          new_study: bool) -> bool:
+    """Check the MLflow databases a search would open (read-only): a corrupt or foreign one is
+    refused; so is the workdir's recorded `mlflow.db` when missing or empty (its runs are gone),
+    unless `new_study`. Returns whether tracking starts afresh (new study, store gone)."""
+    from condsearch.orchestrate._workdir import (
+        default_tracking_uri,
+        inspect_tracking_store,
+        path_inside,
+        tracking_gone,
+    )
+
+    if previous is None:
+        for uri in {absolute_uri(asked.uri) if asked.uri else None, default_tracking_uri(workdir)}:
+            if uri is not None:
+                inspect_tracking_store(uri)
+        return False
+    db = inspect_tracking_store(previous.tracking_uri)
+    if db is None or db.tables is None or (db.exists and not db.empty):
+        return False
+    if not db.exists and path_inside(db.path, workdir.resolve()) is None:
+        return False  # a store recorded outside the workdir may live on another machine
+    if new_study:
+        return True
+    raise tracking_gone(db, previous, workdir)
+
+
+def _retire_front_tags(uri: str, experiment_id: str, workdir: Path) -> int:
+    """Before a new study's first trial: the runs of this workdir's earlier studies tagged
+    `condsearch.pareto` = true get false, and `condsearch.earlier_study_front` = true, so the
+    experiment's front tags show the new study's front only. In the workdir's own store every
+    run is this workdir's; in a store outside it, only runs under a search run whose `workdir`
+    parameter is this workdir. Returns the runs retagged."""
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    from condsearch.orchestrate._workdir import path_inside, sqlite_file
+    from condsearch.track import PARETO_TAG
+
+    def every(query: str) -> list[Any]:
+        found, token = [], None
+        while True:
+            page = client.search_runs([experiment_id], query, max_results=1000,
+                                      page_token=token)
+            found += list(page)
+            token = page.token
+            if not token:
+                return found
+
+    client = MlflowClient(uri)
+    tagged = every(f"tags.`{PARETO_TAG}` = 'true'")
+    if not tagged:
+        return 0
+    store = sqlite_file(uri)
+    if store is None or path_inside(store[0], workdir.resolve()) is None:
+        mine = {r.info.run_id for r in every("tags.`condsearch.role` = 'search'")
+                if r.data.params.get("workdir") == str(workdir.resolve())}
+        parents = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in tagged}
+
+        def under_mine(run_id: str | None, depth: int = 0) -> bool:
+            if run_id is None or depth > 3:
+                return False
+            if run_id in mine:
+                return True
+            if run_id not in parents:
+                parents[run_id] = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+            return under_mine(parents[run_id], depth + 1)
+
+        tagged = [r for r in tagged if under_mine(parents[r.info.run_id])]
+    for run in tagged:
+        client.log_batch(run.info.run_id, tags=[RunTag(PARETO_TAG, "false"),
+                                                RunTag("condsearch.earlier_study_front", "true")])
+    return len(tagged)
+
+
 def prepare_workdir(space: Any, workdir: Path, tracking: TrackingRequest | None,
-                    storage: str | None, study_name: str | None = None
-                    ) -> tuple[WorkdirState, TrackingPlan]:
-    """Write (or check) the workdir's state file: study storage, tracking URI, experiment."""
-    from condsearch.orchestrate._workdir import default_storage
+                    storage: str | None, study_name: str | None = None,
+                    new_study: bool = False) -> tuple[WorkdirState, TrackingPlan]:
+    """Write (or check) the workdir's state file: study storage, tracking URI, experiment.
+
+    Nothing is created or changed before the workdir's record and stores are checked: a corrupt
+    `condsearch.json` or database is refused in one line, and so is a recorded study its storage
+    no longer holds unless `new_study`, which starts a new one (refused while the study is still
+    there) and retires the earlier studies' front tags in MLflow. A moved or copied workdir uses
+    its own stores, and its MLflow artifact root follows it (`follow_move`)."""
+    from condsearch.orchestrate._workdir import default_storage, follow_move, read_state
 
     workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        previous: WorkdirState | None = read_workdir(workdir)
-    except SearchError:
-        previous = None
+    previous = read_state(workdir)
+    users_study = study_name is not None
     study_name = study_name or space.name
     if previous is not None and previous.study_name != study_name:
         raise SearchError(
             f"{workdir} holds the search {previous.study_name!r}, not {study_name!r}; "
             "use another --workdir"
         )
-    plan = plan_tracking(space, workdir, tracking or TrackingRequest(), previous)
-    study_storage = storage or (previous.storage if previous else default_storage(workdir))
+    asked = tracking or TrackingRequest()
+    study_storage = (_absolute_storage(storage) if storage else
+                     previous.storage if previous else default_storage(workdir))
+    _check_study_store(workdir, study_storage, study_name, previous, new_study, users_study)
+    afresh = _check_tracking_store(workdir, asked, previous, new_study)
+    recorded = None if afresh else previous
+    plan = plan_tracking(space, workdir, asked, recorded)
+    if recorded is not None:
+        follow_move(workdir, plan.uri)
     state = WorkdirState(
         study_name=study_name, storage=study_storage, tracking_uri=plan.uri,
         experiment_id=plan.experiment_id, space_name=space.name,
         objectives=[[n, d] for n, d in space.objectives], experiment_name=plan.experiment_name,
     )
     write_state(workdir, state)
+    if new_study:
+        best_effort(_retire_front_tags, plan.uri, plan.experiment_id, workdir)
     return state, plan
 
 
@@ -281,24 +481,29 @@ def prepare_workdir(space: Any, workdir: Path, tracking: TrackingRequest | None,
 def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
                  tracking: TrackingRequest | None, storage: str | None, show: bool,
                  backend: str, study: Any = None, sampler: Any = None,
-                 callbacks: tuple = ()) -> Iterator[Session]:
+                 callbacks: tuple = (), new_study: bool = False) -> Iterator[Session]:
     """Open the study (the user's `study`, else the workdir's, with the user's `sampler` when
     given) and the parent run; on the way out, log the front and close the run as FINISHED,
     KILLED (Ctrl-C) or FAILED."""
     import optuna
 
     from condsearch.track import ParetoTagger, end_run, start_parent_run
+    from condsearch.track._stale import STALE_REASON_TAG, close_orphaned_searches
+    from condsearch.track._trial_runs import end_runs
 
     if study is not None:
         storage = _users_study_storage(space, study, storage)
     state, plan = prepare_workdir(space, workdir, tracking, storage,
-                                  study.study_name if study is not None else None)
+                                  study.study_name if study is not None else None,
+                                  new_study=new_study)
     if study is None:
-        study = open_study(space, state.storage, seed, sampler)
+        study = open_study(space, state.storage, seed, sampler, workdir=workdir,
+                           tracking_uri=state.tracking_uri)
     elif sampler is not None:
         study.sampler = sampler
     study.set_user_attr(ATTR_WORKDIR_STATE, asdict(state))
     stale = fail_stale_trials(study, state.tracking_uri, state.experiment_id)
+    close_orphaned_searches(state.tracking_uri, state.experiment_id, workdir)
     target = start_parent_run(state.tracking_uri, state.experiment_id, {
         "space": space.name, "trials": n_trials, "seed": seed, "sampler": space.sampler["name"],
         "objectives": ",".join(n for n, _ in space.objectives), "workdir": str(workdir.resolve()),
@@ -320,6 +525,7 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
             _tell(bar, note)
         if stale:
             bar.message(f"recorded trials {stale} as failed: their search process stopped")
+        full = None
         try:
             yield Session(space, study, keeper, target, bar, seed, state,
                           reference_saved=reference is not None, callbacks=tuple(callbacks))
@@ -328,13 +534,25 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
             bar.message("interrupted: the running trial is recorded as failed; "
                         "every completed trial is kept")
             raise
-        except BaseException:
+        except BaseException as exc:
             status = "FAILED"
-            raise
+            # A full disk anywhere in the session (recording, asking, a heartbeat) stops the
+            # search with one line, whatever raised it.
+            full = storage_full(exc, study, state.storage) if isinstance(exc, Exception) else None
+            if full is None or full is exc:
+                raise
+            raise full from exc
         finally:
-            keeper.flush()
-            best_effort(_log_front, keeper, target, space)
-            best_effort(end_run, target, status)
+            # On a full disk MLflow may fail too (the same disk): silently, and the front's
+            # files wait for the next invocation rather than land truncated in the store.
+            with tracking_quiet(full is not None):
+                keeper.flush()
+                if full is None:
+                    best_effort(_log_front, keeper, target, space)
+                    best_effort(end_run, target, status)
+                else:
+                    best_effort(end_runs, target.uri, [target.parent_run_id], status,
+                                {STALE_REASON_TAG: str(full)})
 
 
 def _users_study_storage(space: Any, study: Any, storage: str | None) -> str:
@@ -350,7 +568,7 @@ def _users_study_storage(space: Any, study: Any, storage: str | None) -> str:
         raise SearchError("a study passed to search must live in a database (optuna."
                           "create_study(storage='sqlite:///...')) so pareto and export find it; "
                           "for an in-memory study use condsearch.Objective with study.optimize")
-    if storage is not None and storage != url:
+    if storage is not None and _absolute_storage(storage) != _absolute_storage(url):
         raise SearchError(f"storage={storage!r} differs from the given study's {url!r}; "
                           "give one of them")
     return url

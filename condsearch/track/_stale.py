@@ -1,11 +1,21 @@
-"""Closing the MLflow run of a trial whose search process died (its heartbeat stopped)."""
+"""Closing the MLflow runs a dead search process left RUNNING: a trial's (its heartbeat stopped)
+and a search's parent run (its workdir's next search finds it)."""
 
 from __future__ import annotations
 
+import socket
+import warnings
 from pathlib import Path
 
-#: the tag a stale trial's run gets: why it was closed as KILLED
+#: the tag a run condsearch closed as KILLED or FAILED gets: why (the trial runs' `condsearch.error`,
+#: `condsearch._names.ATTR_ERROR`; `track` imports nothing of condsearch, so it is spelled here)
 STALE_REASON_TAG = "condsearch.error"
+#: on a search's parent run: the workdir it searched in (resolved) and the machine it ran on
+WORKDIR_TAG = "condsearch.workdir"
+HOST_TAG = "condsearch.host"
+#: why an orphaned parent run was closed
+ORPHAN_REASON = ("its search process stopped without closing it (killed, or its machine went "
+                 "down); closed by the next search in the same workdir")
 
 
 def _store_exists(uri: str) -> bool:
@@ -51,4 +61,77 @@ def close_stale_trial_runs(uri: str, experiment_id: str, trial_number: int, reas
             client.set_tag(each.info.run_id, STALE_REASON_TAG, reason[:5000])
             client.set_terminated(each.info.run_id, "KILLED")
             closed.append(each.info.run_id)
+    return closed
+
+
+def search_tags(workdir: str) -> dict[str, str]:
+    """The tags naming a search's parent run as that of `workdir` on this machine."""
+    return {WORKDIR_TAG: workdir, HOST_TAG: socket.gethostname()}
+
+
+def _running_children(client, experiment_id: str, run_id: str) -> list:
+    """The RUNNING runs nested under `run_id`, at any depth (trial runs, their derived runs)."""
+    found, todo = [], [run_id]
+    while todo:
+        parent = todo.pop()
+        token = None
+        while True:
+            page = client.search_runs(
+                [experiment_id],
+                f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+                max_results=1000, page_token=token)
+            found += list(page)
+            todo += [run.info.run_id for run in page]
+            token = page.token
+            if not token:
+                break
+    return found
+
+
+def close_orphaned_searches(uri: str, experiment_id: str, workdir: str | Path,
+                            reason: str = ORPHAN_REASON) -> list[str]:
+    """Close as KILLED, tagged with `reason`, every parent run of a search in `workdir` on this
+    machine still RUNNING, and the RUNNING runs under it; return the ids closed.
+
+    Only a search holding `workdir`'s lock may call this: no live process then drives that
+    workdir, so such a run was left by one that died (SIGKILL, a lost machine). A parent run is
+    recognised by its tags (`search_tags`: the resolved workdir and this host), so the runs of
+    searches in other workdirs, live or not, and on other machines sharing the MLflow server are
+    never touched; a run written before these tags existed is left alone. Best effort: an MLflow
+    failure is a TrackingUnavailable warning and closes nothing."""
+    from condsearch.track._trial_runs import TrackingUnavailable
+
+    if not _store_exists(uri):
+        return []
+    try:
+        return _close_orphans(uri, str(experiment_id), str(Path(workdir).resolve()), reason)
+    except Exception as exc:  # noqa: BLE001 - tracking is best effort; the study is the record
+        warnings.warn(f"could not close the MLflow runs a stopped search left running in {uri} "
+                      f"({type(exc).__name__}: {str(exc)[:300]})", TrackingUnavailable,
+                      stacklevel=2)
+        return []
+
+
+def _close_orphans(uri: str, experiment_id: str, workdir: str, reason: str) -> list[str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    host = socket.gethostname()
+    query = "tags.`condsearch.role` = 'search' and attributes.status = 'RUNNING'"
+    if "'" not in host:
+        query += f" and tags.`{HOST_TAG}` = '{host}'"
+    orphans, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        orphans += [run for run in page if run.data.tags.get(WORKDIR_TAG) == workdir
+                    and run.data.tags.get(HOST_TAG) == host]
+        token = page.token
+        if not token:
+            break
+    closed = []
+    for parent in orphans:
+        for run in (*_running_children(client, experiment_id, parent.info.run_id), parent):
+            client.set_tag(run.info.run_id, STALE_REASON_TAG, reason[:5000])
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
     return closed

@@ -41,6 +41,10 @@ def start_parent_run(uri: str, experiment_id: str, params: dict[str, str], space
     client = MlflowClient(uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     own = {"mlflow.runName": f"search-{stamp}", "condsearch.role": "search"}
+    if "workdir" in params:  # what tells a later search in that workdir the run is its own
+        from condsearch.track._stale import search_tags
+
+        own.update(search_tags(str(params["workdir"])))
     if nest_under is not None:
         own["mlflow.parentRunId"] = nest_under
     run = client.create_run(experiment_id, tags={**(tags or {}), **own})

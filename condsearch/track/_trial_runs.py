@@ -139,3 +139,22 @@ class TrialRun:
         self.flush()
         if self.client is not None:
             self._call(self.client.set_terminated, self.run_id, status)
+
+
+def end_runs(uri: str, run_ids: list[str], status: str, tags: dict[str, str] | None = None
+             ) -> list[str]:
+    """Tag and close runs whose work the study did not take (a trial its search could not
+    record): each gets `tags` and `status` (FAILED, KILLED), even one a trial had closed as
+    FINISHED. Returns the ids closed; raises what MLflow raises (callers treat it as best
+    effort)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    client = MlflowClient(uri)
+    closed = []
+    for run_id in dict.fromkeys(r for r in run_ids if r):
+        if tags:
+            client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        client.set_terminated(run_id, status)
+        closed.append(run_id)
+    return closed
