@@ -172,10 +172,28 @@ def search(
     except _user_errors() as exc:
         _fail(str(exc))
     if not quiet:
-        _print_front(summary.front, [n for n, _ in loaded.objectives])
+        from condsearch.orchestrate._points import knee_point
+
+        _print_front(summary.front, [n for n, _ in loaded.objectives],
+                     knee_point(summary.front, loaded.objectives))
         err.print(f"{summary.completed} trials completed, {summary.failed} failed in "
-                  f"{summary.seconds:.0f} s; hypervolume {summary.hypervolume:.4g}")
+                  f"{summary.seconds:.0f} s; hypervolume {describe_hypervolume(summary)}",
+                  highlight=False)
         err.print(f"results: {workdir}  (MLflow UI: condsearch ui --workdir {workdir})")
+
+
+#: what each objective's values are measured in, for the hypervolume's units
+_UNITS = {"accuracy": "accuracy", "flops": "FLOPs", "params": "parameters", "latency": "ms"}
+
+
+def describe_hypervolume(summary: Any) -> str:
+    """`2.82e+05 accuracy x FLOPs (reference point: accuracy 0, FLOPs 2.6M)`: the value with
+    its units and the point it is measured from."""
+    if not summary.reference:
+        return f"{summary.hypervolume:.4g} (no reference point yet)"
+    units = " x ".join(_UNITS.get(n, n) for n in summary.reference)
+    where = ", ".join(f"{n} {_fmt(v)}" for n, v in summary.reference.items())
+    return f"{summary.hypervolume:.4g} {units} (reference point: {where})"
 
 
 def _parse_tags(items: list[str] | None) -> dict[str, str]:
@@ -194,14 +212,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _print_front(points: list[Any], names: list[str]) -> None:
+def _print_front(points: list[Any], names: list[str], knee: Any = None) -> None:
+    """The points as a table; the knee (`--pick knee`) marked ★ in the last column."""
     table = Table(title="Pareto front", title_justify="left")
-    for column in ("trial", "from", *names, "knobs"):
-        table.add_column(column, justify="right" if column != "knobs" else "left")
+    for column in ("trial", "from", *names, "knobs", "knee"):
+        table.add_column(column, justify="right" if column not in ("knobs", "knee") else "left")
     for p in points:
         knobs = ", ".join(f"{k}={v:g}" for k, v in p.knobs.items())
         table.add_row(str(p.number), f"{p.trial} (sweep)" if p.derived else "trained",
-                      *(_fmt(p.values[n]) for n in names), knobs)
+                      *(_fmt(p.values[n]) for n in names), knobs, "★ knee" if p is knee else "")
     out.print(table)
 
 
@@ -216,6 +235,7 @@ def pareto(
 ) -> None:
     """Print the current Pareto front of a search."""
     from condsearch.orchestrate import all_points
+    from condsearch.orchestrate._points import knee_point
 
     try:
         state, points = all_points(_source(workdir, storage, study))
@@ -224,10 +244,12 @@ def pareto(
     shown = points if all_ else [p for p in points if p.on_front]
     key = "flops" if "flops" in state.names() else state.names()[-1]
     shown.sort(key=lambda p: (p.values[key], p.number))
+    knee = knee_point(points, [(n, d) for n, d in state.objectives])
     if as_json:
-        sys.stdout.write(json.dumps([p.row() for p in shown], indent=2, default=str) + "\n")
+        rows = [{**p.row(), "knee": p is knee} for p in shown]
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
     else:
-        _print_front(shown, state.names())
+        _print_front(shown, state.names(), knee)
 
 
 @app.command()
@@ -266,6 +288,47 @@ def export(
         out.print(f"registered as {r['name']} version {r['version']} (alias {r['alias']})",
                   markup=False)
     out.print(f"load it with: condsearch.load_exported({str(path)!r})", markup=False)
+
+
+#: the splits an export can be evaluated on
+SPLITS = ("val", "test", "train")
+
+
+@app.command()
+def evaluate(
+    export_dir: Annotated[Path, typer.Argument(help="A directory `condsearch export` wrote.")],
+    split: Annotated[str, typer.Option(help="val | test | train: the split of the export's "
+                                       "task to evaluate on.")] = "test",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help="Import the task factory or "
+                                             "backbone the export names by import path (code "
+                                             "from the export; only for exports you "
+                                             "trust).")] = False,
+) -> None:
+    """Re-evaluate an export: accuracy and per-sample FLOPs (mean, p50, p90, max) on a split.
+
+    The search measured its points on the validation split; `--split test` (the default) gives
+    the held-out figures a report quotes. Weights are checked against the export's manifest."""
+    from condsearch.export import evaluate_exported
+
+    if split not in SPLITS:
+        _fail(f"unknown --split {split!r}; use one of {', '.join(SPLITS)}")
+    try:
+        figures = evaluate_exported(export_dir, split=split, device=device,
+                                    trust_code=trust_code)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(figures, indent=2) + "\n")
+        return
+    out.print(f"{export_dir}, {split} split:", markup=False, highlight=False)
+    table = Table()
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, _fmt(value))
+    out.print(table)
 
 
 FORMATS = ("nni",)

@@ -21,12 +21,16 @@ from helpers import RAY_ENV, free_port, wait_until
 BIN = Path(sys.executable).parent
 
 
+# Trials compute on the CPUs the process may use, OMP_NUM_THREADS included (search.cpus_per_trial
+# unset): one here, in this process and in every search a test starts as a subprocess.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Every test computes on one intra-op thread. The tensors here are tiny: a second thread
     only adds synchronisation, several times slower per op on a busy 2-core machine (the FLOPs
-    checks' batch-1 reference passes took minutes instead of seconds). Searches the tests start
-    as subprocesses keep torch's default."""
+    checks' batch-1 reference passes took minutes instead of seconds)."""
     import torch
 
     threads = torch.get_num_threads()

@@ -82,6 +82,22 @@ def test_the_largest_seed_is_valid_and_the_bounds_agree():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("command", ["pareto", "search"])
+def test_a_database_url_without_its_driver_is_one_line_naming_the_extra(tmp_path, command):
+    pytest.importorskip("sqlalchemy")
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") or importlib.util.find_spec("psycopg2"):
+        pytest.skip("a PostgreSQL driver is installed here")
+    url = "postgresql://user:secret@127.0.0.1:1/optuna"
+    args = ["pareto", "--storage", url] if command == "pareto" else [
+        "search", str(SPACE), "--workdir", str(tmp_path / "run"), "--storage", url]
+    line = one_line_exit_2(cli(*args))
+    assert line.startswith("postgresql://user:***@127.0.0.1:1/optuna: its database driver is "
+                           "not installed")
+    assert line.endswith('pip install "condsearch[postgres]"') and "secret" not in line
+
+
 @pytest.mark.parametrize("sub", ["", "sub"])
 def test_a_workdir_that_is_a_file_is_one_line(tmp_path, sub):
     afile = tmp_path / "some_file"

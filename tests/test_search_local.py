@@ -101,6 +101,25 @@ def test_the_pareto_command_prints_the_front_as_json(searched):
     assert [p["number"] for p in front] == [p.number for p in load_front(searched)]
 
 
+def test_the_knee_is_marked_alike_in_pareto_its_json_the_files_and_evaluates(searched, tmp_path):
+    front = json.loads(cli("pareto", "--workdir", str(searched), "--json").stdout)
+    (knee,) = [p["number"] for p in front if p["knee"]]
+    table = cli("pareto", "--workdir", str(searched)).stdout
+    (row,) = [line for line in table.splitlines() if "★ knee" in line]
+    assert row.split("│")[1].strip() == str(knee)
+    exported = cli("export", "--workdir", str(searched), "--pick", "knee", "--out",
+                   str(tmp_path / "knee"))
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "knee" / "metrics.json").read_text())["trial"] == knee
+    figures = cli("evaluate", str(tmp_path / "knee"), "--split", "test", "--json")
+    assert figures.returncode == 0, figures.stderr
+    assert json.loads(figures.stdout) == evaluate_exported(tmp_path / "knee", split="test")
+    r = mlflow_runs(searched)
+    parent_id = r[r["tags.condsearch.role"] == "search"]["run_id"].iloc[0]
+    saved = mlflow.artifacts.load_dict(f"runs:/{parent_id}/pareto.json")
+    assert [p["number"] for p in saved if p["knee"]] == [knee]
+
+
 def test_an_export_reloads_and_reproduces_the_recorded_metrics(searched, tmp_path):
     out = export_point(searched, tmp_path / "knee", pick="knee")
     recorded = json.loads((out / "metrics.json").read_text())

@@ -207,3 +207,22 @@ def test_a_trial_past_trial_timeout_fails_with_its_reason_on_ray_too(ray_head, m
         outcomes[t.params["model.hang"]].add((t.state, t.user_attrs.get("condsearch.error")))
     assert outcomes[True] == {(State.FAIL, "TrialTimeout: ran past search.trial_timeout = 3 s")}
     assert outcomes[False] == {(State.COMPLETE, None)}
+
+
+def test_without_an_address_the_search_runs_its_own_ray_beside_another_one(ray_head, tmp_path):
+    # the session's head runs on this machine; ray.init() alone would join it
+    space, workdir = write_space(tmp_path, "ray_private", 1), tmp_path / "run"
+    command = [sys.executable, "-m", "condsearch", "search", str(space), "--backend", "ray",
+               "--workdir", str(workdir), "--trials", "2"]
+    env = {k: v for k, v in RAY_ENV.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (note,) = [line for line in done.stderr.splitlines() if "private local Ray" in line]
+    assert note.startswith("started a private local Ray instance at ")
+    assert ray_head not in note
+    assert len(trained_trials(load_study(workdir, "ray_private"))) == 2
+    # the other instance is untouched and still serves
+    joined = subprocess.run([sys.executable, "-c", "import ray; ray.init(address="
+                             f"'{ray_head}'); print(int(ray.cluster_resources()['CPU']))"],
+                            capture_output=True, text=True, timeout=120, env=RAY_ENV)
+    assert joined.stdout.strip() == "2", joined.stderr[-2000:]

@@ -267,3 +267,27 @@ def test_work_done_before_the_deadline_is_never_interrupted_afterwards():
     thread.start()
     thread.join(10)
     assert done == [1]
+
+
+# ---- threads --------------------------------------------------------------------------------
+
+
+def test_a_trial_computes_on_its_cpus_and_gives_the_threads_back(monkeypatch):
+    import torch
+
+    from condsearch.orchestrate._trial import TrialSpec, run_trial
+    from condsearch.space._bounds import TrialLimits, usable_cpus
+
+    seen = []
+    arch = {"model": {"backbone": "token_transformer", "dim": 8, "depth": 1, "heads": 2,
+                      "patch_size": 4, "components": {}}, "train": {"epochs": 1}}
+    task = {"dataset": "digits", "train_limit": 100}
+    for cpus in (2, None):
+        spec = TrialSpec(number=0, arch=arch, task=task, sweep={}, seed=0,
+                         limits=TrialLimits(cpus=cpus))
+        result = run_trial(spec, on_epoch=lambda *_: seen.append(torch.get_num_threads()))
+        assert result.ok, result.error
+        assert torch.get_num_threads() == 1  # this test's own setting, given back
+    assert seen == [2, usable_cpus()]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert usable_cpus() == 1 and TrialLimits().threads() == 1

@@ -27,6 +27,8 @@ class SearchSummary:
     failed: int
     front: list[Point] = field(default_factory=list)
     hypervolume: float = 0.0
+    #: the hypervolume's reference point, objective by objective (empty before any point)
+    reference: dict[str, float] = field(default_factory=dict)
     parent_run_id: str | None = None
     tracking_uri: str = ""
     seconds: float = 0.0
@@ -118,6 +120,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
                          failed=session.failed,
                          front=mark_front(session.keeper.points, space.objectives),
                          hypervolume=session.keeper.hypervolume,
+                         reference=dict(zip([n for n, _ in space.objectives],
+                                            session.keeper.reference or [])),
                          parent_run_id=session.target.parent_run_id,
                          tracking_uri=session.state.tracking_uri,
                          seconds=time.perf_counter() - started)

@@ -92,7 +92,11 @@ def all_points(workdir: str | Path | WorkdirState) -> tuple[WorkdirState, list[P
 
     state = read_workdir(workdir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=state.study_name, storage=state.storage)
+    try:
+        study = optuna.load_study(study_name=state.study_name, storage=state.storage)
+    except KeyError:
+        raise SearchError(f"no study {state.study_name!r} in {state.storage}: the search has "
+                          "recorded no trial there yet") from None
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     points = [point_from_trial(t, state.names()) for t in complete]
     objectives = [(n, d) for n, d in state.objectives]
@@ -104,6 +108,12 @@ def load_front(workdir: str | Path | WorkdirState) -> list[Point]:
     """The current Pareto front of the search in `workdir`, cheapest first."""
     state, points = all_points(workdir)
     return mark_front(points, [(n, d) for n, d in state.objectives])
+
+
+def knee_point(points: list[Point], objectives: list[tuple[str, str]]) -> Point | None:
+    """The knee of the front `points` mark (`--pick knee`), or None on an empty front."""
+    front = [p for p in points if p.on_front]
+    return pick_point(front, objectives, pick="knee") if front else None
 
 
 def pick_point(

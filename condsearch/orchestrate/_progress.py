@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -37,6 +38,28 @@ def describe_values(values: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
+def best_points(front: list[Any]) -> str:
+    """The front's most accurate and its cheapest point, as `best acc 0.81 @ 1.2M FLOPs`."""
+    pairs = [(p.values.get("accuracy"), p.values.get("flops")) for p in front]
+    pairs = [(a, f) for a, f in pairs if a is not None and f is not None]
+    if not pairs:
+        return ""
+    acc, flops = max(pairs, key=lambda pair: (pair[0], -pair[1]))
+    text = f", best acc {acc:.4f} @ {_fmt_flops(flops)} FLOPs"
+    cheap_acc, cheap_flops = min(pairs, key=lambda pair: (pair[1], -pair[0]))
+    if cheap_flops < flops:
+        text += f", cheapest {_fmt_flops(cheap_flops)} FLOPs @ acc {cheap_acc:.4f}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class SearchProgress:
     """A rich progress bar over the trials of one invocation; silent when `enabled` is False."""
 
@@ -51,6 +74,10 @@ class SearchProgress:
         )
         self.task = self.progress.add_task("trials", total=total, status="")
         self.front_text = ""
+        self.total = total
+        #: trials of this invocation finished so far (trained or failed; derived points aside)
+        self.done = 0
+        self.started = time.monotonic()
 
     def __enter__(self) -> SearchProgress:
         self.progress.start()
@@ -67,10 +94,19 @@ class SearchProgress:
 
     def trial_done(self, number: int, ok: bool, seconds: float, text: str, front: list[Any],
                    hypervolume: float) -> None:
-        self.front_text = f" | front {len(front)} pts, HV {hypervolume:.4g}"
+        """Print one line for a finished trial: `k/N` of this invocation (derived points are
+        not trials here), the study's trial number (as MLflow names its run), the time left at
+        the pace so far, the outcome and the best points of the front."""
+        self.done += 1
+        self.front_text = f" | front {len(front)} pts{best_points(front)}, HV {hypervolume:.4g}"
         if self.enabled:
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self.console.print(f"{mark} trial {number} ({seconds:.1f} s): {text}")
+            left = self.total - self.done
+            pace = (time.monotonic() - self.started) / self.done
+            eta = f", ~{_duration(pace * left)} left" if left > 0 else ""
+            self.console.print(f"{mark} {self.done}/{self.total} trial {number} "
+                               f"({seconds:.1f} s{eta}): {text}{self.front_text}",
+                               highlight=False, soft_wrap=True)
         self.progress.update(self.task, advance=1, status=self.front_text)
 
     def message(self, text: str) -> None:

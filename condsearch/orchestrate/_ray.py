@@ -98,21 +98,45 @@ def _check_reachable(address: str) -> None:
                           "`ray start --head` running there, and is the address right?") from None
 
 
-def _connect(address: str | None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS; else start a local Ray); any failure is a
-    one-line SearchError."""
+def _connect(address: str | None) -> str | None:
+    """Join the cluster at `address` (or RAY_ADDRESS); without one, start a private local Ray
+    instance for this search, never attaching to another that happens to run on the machine
+    (`ray.init()` alone would join the most recent one). Any failure is a one-line SearchError."""
     import ray
 
+    from condsearch.space._bounds import usable_cpus
+
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
+    private = {} if address else {"address": "local", "num_cpus": usable_cpus()}
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
+        ray.init(**{"address": address, **private}, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR", configure_logging=True)
     except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ValueError
         raise SearchError(connection_message(address, exc)) from None
+    if address:
+        return None
+    return (f"started a private local Ray instance at {ray.get_runtime_context().gcs_address} "
+            f"({private['num_cpus']} CPUs) for this search")
+
+
+def cpus_per_trial(execution: dict[str, Any]) -> float:
+    """The CPUs each trial reserves: `search.cpus_per_trial`, else the cluster's CPUs divided by
+    the concurrency, at most one node's (a trial runs on one node)."""
+    import math
+
+    import ray
+
+    if execution.get("cpus_per_trial"):
+        return float(execution["cpus_per_trial"])
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return 1.0
+    share = math.floor(sum(nodes) / max(1, int(execution["concurrency"])))
+    return float(max(1, min(max(nodes), share)))
 
 
 def _changed(config: Any) -> dict[str, Any]:
@@ -169,9 +193,11 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
 
-    _connect(address)
+    note = _connect(address)
+    if note:
+        session.bar.message(note)
     execution = session.space.execution
-    resources = {"cpu": float(execution["cpus_per_trial"]),
+    resources = {"cpu": cpus_per_trial(execution),
                  "gpu": float(execution["gpus_per_trial"])}
     searcher = SpaceSearcher(session)
     function = trainable(session.space, session.target, seed=session.seed)
@@ -186,3 +212,7 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
         # Trials Ray never finished (Ctrl-C, a scheduler's leftovers) must not stay RUNNING.
         searcher.close_unfinished(
             reason="the search stopped before the trial finished (interrupted)")
+        if note:  # the private instance this search started ends with it
+            import ray
+
+            ray.shutdown()

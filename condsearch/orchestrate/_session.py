@@ -20,7 +20,7 @@ from condsearch.orchestrate._keeper import (
     tracking_quiet,
 )
 from condsearch.orchestrate._optuna_private import frozen_trial, rdb_url
-from condsearch.orchestrate._points import point_from_trial
+from condsearch.orchestrate._points import knee_point, point_from_trial
 from condsearch.orchestrate._progress import SearchProgress, describe_values
 from condsearch.orchestrate._record import (
     abandon_trial,
@@ -592,5 +592,6 @@ def _log_front(keeper: FrontKeeper, target: Any, space: Any) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         title = f"{space.name}: {len(keeper.front)} front points of {len(keeper.points)}"
-        write_front_files(Path(tmp), keeper.points, space.objectives, title)
+        write_front_files(Path(tmp), keeper.points, space.objectives, title,
+                          knee=knee_point(keeper.points, space.objectives))
         MlflowClient(target.uri).log_artifacts(target.parent_run_id, tmp)

@@ -138,6 +138,18 @@ def _device_name(spec: TrialSpec) -> str | None:
         return None
 
 
+def _use_threads(count: int) -> int:
+    """Compute on `count` intra-op threads from now on; the count used before. More threads
+    than the trial's CPUs oversubscribe a shared machine: each op then waits for its slowest
+    thread, and the spinning threads burn CPU time (README, "Speed on a shared machine")."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    return before
+
+
 def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
               on_model: Callable[[Any], None] | None = None, *, fit_state: Any = None,
               on_run: Callable[[str | None], None] | None = None) -> TrialResult:
@@ -160,6 +172,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
     if on_run is not None:
         on_run(run.run_id)
     model = None
+    threads = _use_threads(spec.limits.threads())
     try:
         from condsearch.blocks import inference_knobs
         from condsearch.data import load_task
@@ -227,6 +240,7 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
         # Reference counting frees the model and its data here; a full gc.collect() cost about
         # 0.5 s a trial (measured) and freed nothing the process kept.
         del model
+        _use_threads(threads)
         try:
             import torch
 

@@ -388,11 +388,53 @@ def inspect_sqlite(path: Path, what: str) -> SqliteFile:
     return SqliteFile(path, exists=True, tables=tables, studies=studies)
 
 
+#: the extra or package that provides each database's driver
+DRIVERS = {"postgresql": 'pip install "condsearch[postgres]"',
+           "mysql": "pip install pymysql, and name it: mysql+pymysql://..."}
+
+
+def check_database(url: str) -> None:
+    """A SearchError in one line when a database URL's driver is not installed, or the database
+    cannot be reached (a wrong host, a database that does not exist, refused credentials)."""
+    if "://" not in url or url.startswith(("sqlite", "file:")):
+        return
+    from sqlalchemy import create_engine, exc
+
+    shown = _without_password(url)
+    try:
+        engine = create_engine(url)
+    except (ImportError, exc.NoSuchModuleError) as error:
+        dialect = url.split(":", 1)[0].split("+", 1)[0]
+        how = DRIVERS.get(dialect, f"install the Python driver of {dialect}")
+        raise SearchError(f"{shown}: its database driver is not installed ({error}); "
+                          f"{how}") from None
+    except exc.ArgumentError as error:
+        raise SearchError(f"{shown}: not a database URL ({error})") from None
+    try:
+        with engine.connect():
+            pass
+    except exc.SQLAlchemyError as error:
+        first = str(getattr(error, "orig", error)).strip().splitlines()
+        raise SearchError(f"{shown}: cannot open the database ({first[0] if first else error}); "
+                          "check the host, the database's name and the credentials") from None
+    finally:
+        engine.dispose()
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    users, at, host = rest.rpartition("@")
+    if not at or ":" not in users:
+        return url
+    return f"{scheme}{sep}{users.split(':', 1)[0]}:***@{host}"
+
+
 def inspect_study_storage(storage: str) -> SqliteFile | None:
     """The study database behind an `sqlite:` storage URL, checked (`inspect_sqlite`), with a
     SearchError when it holds tables but not Optuna's; None for another kind of storage."""
     found = sqlite_file(storage)
     if found is None:
+        check_database(storage)
         return None
     db = inspect_sqlite(found[0], "the study database")
     if db.tables and not OPTUNA_TABLES <= db.tables:

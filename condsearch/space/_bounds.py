@@ -53,12 +53,39 @@ class TrialLimits:
     max_flops: float | None = None
     max_memory_gb: float | None = None
     timeout: float | None = None
+    #: CPU threads the trial computes on; None: `usable_cpus()` where it runs
+    cpus: float | None = None
 
     @classmethod
     def of(cls, space: Any) -> TrialLimits:
         """The limits a `SearchSpace` sets."""
         return cls(space.constraints.get("max_params"), space.constraints.get("max_flops"),
-                   space.execution.get("max_memory_gb"), space.execution.get("trial_timeout"))
+                   space.execution.get("max_memory_gb"), space.execution.get("trial_timeout"),
+                   space.execution.get("cpus_per_trial"))
+
+    def threads(self) -> int:
+        """The intra-op threads a trial computes on: `cpus`, else `usable_cpus()`."""
+        return max(1, int(self.cpus)) if self.cpus is not None else usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity, within a cgroup's CPU quota (a
+    container's limit) and `OMP_NUM_THREADS` when set (Ray sets it in its workers to the CPUs a
+    trial reserved; batch schedulers set it to a job's share)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        count = min(count, int(omp))
+    return max(1, count)
 
 
 def machine_memory_bytes() -> int:

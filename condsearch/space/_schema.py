@@ -150,7 +150,9 @@ class SearchSpec(Strict):
     # and Optuna take seeds below 2**32, so a seed stops at 2**31 - 1 to leave room for resumes.
     seed: int = Field(0, ge=0, le=MAX_SEED)
     concurrency: int = Field(1, ge=1)  # trials running at once (ray backend)
-    cpus_per_trial: float = Field(1.0, gt=0)
+    #: CPU threads a trial computes on (and Ray reserves for it); null: what the process may
+    #: use (`condsearch.space._bounds.usable_cpus`), divided by the concurrency on Ray
+    cpus_per_trial: Annotated[float, Field(gt=0)] | None = None
     gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
     max_retries: int = Field(2, ge=0)  # reruns of a trial whose worker died
     #: seconds a trial may run before it is failed; null: no limit
