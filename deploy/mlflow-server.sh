@@ -8,8 +8,9 @@
 #   createdb -O condsearch mlflow        # MLflow's runs, metrics, tags
 #   createdb -O condsearch optuna        # the Optuna studies (condsearch search --storage ...)
 #
-# Then, on the server host:
-#   pip install "mlflow>=3.5" psycopg2-binary
+# Then, on the server host (SQLAlchemy 2.1 reads postgresql:// URLs with psycopg 3, 2.0 with
+# psycopg2; condsearch's `postgres` extra installs both, see deploy/README.md):
+#   pip install "mlflow>=3.5,<4" "psycopg[binary]>=3.1" "psycopg2-binary>=2.9"
 #   DB_URL=postgresql://condsearch:PASSWORD@DB_HOST:5432/mlflow ARTIFACTS=/srv/mlflow-artifacts \
 #     bash deploy/mlflow-server.sh
 #
