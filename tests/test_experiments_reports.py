@@ -16,7 +16,8 @@ def test_the_benchmark_report_puts_every_figure_next_to_its_target(tmp_path):
         ["--quick", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["failures"] == []
-    assert {r["benchmark"] for r in rows} >= {"flop_counting", "realized_savings", "orchestration"}
+    assert {r["benchmark"] for r in rows} >= {"flop_counting", "realized_savings", "orchestration",
+                                              "contention"}
     assert all(r["ok"] in (True, False, None) and math.isfinite(r["value"]) for r in rows)
     assert all(r["target"] for r in rows)
     text = (tmp_path / "RESULTS.md").read_text()

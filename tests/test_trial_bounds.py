@@ -291,3 +291,15 @@ def test_a_trial_computes_on_its_cpus_and_gives_the_threads_back(monkeypatch):
     assert seen == [2, usable_cpus()]
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert usable_cpus() == 1 and TrialLimits().threads() == 1
+
+
+def test_the_default_threads_leave_the_cores_other_work_keeps_busy(monkeypatch):
+    from condsearch.space import _bounds
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(_bounds, "usable_cpus", lambda: 4)
+    for load, own, expected in ((0.2, 0, 4), (4.0, 0, 1), (9.0, 0, 1), (2.0, 0, 2),
+                                (2.0, 2, 4), (3.0, 2, 3)):
+        monkeypatch.setattr(_bounds.os, "getloadavg", lambda load=load: (load, load, load))
+        assert _bounds.free_cpus(own) == expected, (load, own)
+    assert _bounds.TrialLimits(cpus=3).threads(own=0) == 3

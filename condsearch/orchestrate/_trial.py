@@ -138,6 +138,10 @@ def _device_name(spec: TrialSpec) -> str | None:
         return None
 
 
+#: the threads the last trial of this process computed on: its own share of the load average
+_last_threads = [0]
+
+
 def _use_threads(count: int) -> int:
     """Compute on `count` intra-op threads from now on; the count used before. More threads
     than the trial's CPUs oversubscribe a shared machine: each op then waits for its slowest
@@ -172,7 +176,9 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
     if on_run is not None:
         on_run(run.run_id)
     model = None
-    threads = _use_threads(spec.limits.threads())
+    count = spec.limits.threads(own=_last_threads[0])
+    threads = _use_threads(count)
+    _last_threads[0] = count
     try:
         from condsearch.blocks import inference_knobs
         from condsearch.data import load_task

@@ -431,28 +431,29 @@ def _without_password(url: str) -> str:
 
 def inspect_study_storage(storage: str) -> SqliteFile | None:
     """The study database behind an `sqlite:` storage URL, checked (`inspect_sqlite`), with a
-    SearchError when it holds tables but not Optuna's; None for another kind of storage."""
-    found = sqlite_file(storage)
-    if found is None:
+    SearchError when it holds tables but not Optuna's; None for another kind of storage (whose
+    driver and database are checked, `check_database`)."""
+    if sqlite_file(storage) is None:
         check_database(storage)
-        return None
-    db = inspect_sqlite(found[0], "the study database")
-    if db.tables and not OPTUNA_TABLES <= db.tables:
-        raise SearchError(f"{db.path}: not an Optuna study database (an SQLite database without "
-                          "Optuna's tables); use another --storage or --workdir")
-    return db
+    return _inspect_store(storage, "the study database", OPTUNA_TABLES, "Optuna study",
+                          "--storage")
 
 
 def inspect_tracking_store(uri: str) -> SqliteFile | None:
     """The MLflow database behind an `sqlite:` tracking URI, checked (`inspect_sqlite`), with a
     SearchError when it holds tables but not MLflow's; None for another kind of store."""
-    found = sqlite_file(uri)
+    return _inspect_store(uri, "the MLflow database", MLFLOW_TABLES, "MLflow", "--tracking-uri")
+
+
+def _inspect_store(url: str, what: str, tables: frozenset[str], kind: str,
+                   option: str) -> SqliteFile | None:
+    found = sqlite_file(url)
     if found is None:
         return None
-    db = inspect_sqlite(found[0], "the MLflow database")
-    if db.tables and not MLFLOW_TABLES <= db.tables:
-        raise SearchError(f"{db.path}: not an MLflow database (an SQLite database without "
-                          "MLflow's tables); use another --tracking-uri or --workdir")
+    db = inspect_sqlite(found[0], what)
+    if db.tables and not tables <= db.tables:
+        raise SearchError(f"{db.path}: not an {kind} database (an SQLite database without "
+                          f"{kind.split()[0]}'s tables); use another {option} or --workdir")
     return db
 
 

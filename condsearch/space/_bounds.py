@@ -63,9 +63,22 @@ class TrialLimits:
                    space.execution.get("max_memory_gb"), space.execution.get("trial_timeout"),
                    space.execution.get("cpus_per_trial"))
 
-    def threads(self) -> int:
-        """The intra-op threads a trial computes on: `cpus`, else `usable_cpus()`."""
-        return max(1, int(self.cpus)) if self.cpus is not None else usable_cpus()
+    def threads(self, own: int = 0) -> int:
+        """The intra-op threads a trial computes on: `cpus`, else `free_cpus(own)`."""
+        return max(1, int(self.cpus)) if self.cpus is not None else free_cpus(own)
+
+
+def free_cpus(own: int = 0) -> int:
+    """The CPUs this process may use (`usable_cpus`) less those other work keeps busy: the
+    1-minute load average less `own`, the threads this process itself kept running (its last
+    trial's). At least 1. On a shared machine more threads than idle cores make every op wait
+    for its slowest, descheduled thread (README, "Speed on a shared machine")."""
+    cap = usable_cpus()
+    try:
+        others = max(0.0, os.getloadavg()[0] - own)
+    except (AttributeError, OSError):
+        return cap
+    return max(1, min(cap, int(cap - others + 0.5)))
 
 
 def usable_cpus() -> int:

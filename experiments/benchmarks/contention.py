@@ -90,12 +90,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 epoch, 200 samples (a smoke run)")
     parser.add_argument("--out", type=Path, default=HERE / "contention.json")
     args = parser.parse_args()
+    load_start = list(os.getloadavg())
     result = measure(args.load, args.trials, args.threads, args.quick)
-    report = {"machine": machine(), "cores": os.cpu_count(), "trials": args.trials,
+    report = {"machine": {"description": machine(), "load_average_start": load_start,
+                          "load_average_end": list(os.getloadavg())},
+              "cores": os.cpu_count(), "trials": args.trials,
               "threads": args.threads or "cpus the process may use", "quick": args.quick,
               **result}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"| machine | {report['machine']} |")
+    print(f"| machine | {report['machine']['description']} |")
     print("| run | wall (s) | CPU (s) | peak MB |\n|---|---:|---:|---:|")
     for name in ("quiet", "loaded"):
         row = result[name]

@@ -36,6 +36,7 @@ BENCHMARKS = {
     "realized_savings": ([], ["--quick"]),
     "orchestration": (["--trials", "10", "1000", "--ray-trials", "16", "--concurrency", "1", "2"],
                       ["--quick"]),
+    "contention": ([], ["--quick", "--trials", "2"]),
 }
 
 #: Why a figure misses its target, from the profiles in README.md (keyed by a prefix of the
@@ -133,8 +134,21 @@ def orchestration_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def contention_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The quick start's CPU time under load over quiet (the target), and its wall time."""
+    load = report["load"]
+    return [
+        _row("contention", f"quick start ({report['trials']} trials), CPU time at load {load} / "
+             "quiet", report["cpu_ratio"], "×", "≤ 1.5", report["ok"], "contention"),
+        _row("contention", f"quick start, wall time at load {load} / quiet",
+             report["wall_ratio"], "×", "none (informational)", None, "contention"),
+        _row("contention", "quick start, quiet wall time", report["quiet"]["wall_s"], "s",
+             "none (informational)", None, "contention"),
+    ]
+
+
 ROWS = {"flop_counting": flop_counting_rows, "realized_savings": realized_savings_rows,
-        "orchestration": orchestration_rows}
+        "orchestration": orchestration_rows, "contention": contention_rows}
 
 
 def _value(row: dict[str, Any]) -> str:
@@ -159,7 +173,7 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
              f"Machine: {host}.", "",
              f"**{met} targets met, {len(missed)} missed**, "
              f"{sum(r['ok'] is None for r in rows)} figures informational.", ""]
-    for bench in ("flop_counting", "realized_savings", "orchestration", "scaling"):
+    for bench in ("flop_counting", "realized_savings", "orchestration", "scaling", "contention"):
         chosen = [r for r in rows if r["benchmark"] == bench]
         if not chosen:
             continue
