@@ -451,6 +451,8 @@ def ui(
 ) -> None:
     """Open the MLflow UI for a search's tracking store (the one its workdir recorded) on
     127.0.0.1 only; for a tracking server, print the server's address of the experiment instead.
+    The link opens condsearch's view of the experiment (accuracy against FLOPs of every point,
+    the front in orange; written into the experiment first), and a second one the front alone.
 
     Settings in the environment that would move or widen the server's listener (MLFLOW_HOST,
     MLFLOW_UVICORN_OPTS, UVICORN_*, GUNICORN_CMD_ARGS, ...) are ignored, with a note. Ctrl-C,
@@ -459,23 +461,36 @@ def ui(
     import os
 
     from condsearch.orchestrate import read_workdir
+    from condsearch.track import ui_views
 
     try:
         state = read_workdir(_resolve_workdir(workdir))
     except _user_errors() as exc:
         _fail(str(exc))
     command = ui_command(state, port)
+    server = state.tracking_uri if command is None else f"http://127.0.0.1:{port}"
+    try:
+        views = ui_views(state.tracking_uri, state.experiment_id)
+    except Exception as exc:  # noqa: BLE001 - the UI still shows the runs, without the views
+        err.print(f"note: could not write condsearch's views into the experiment "
+                  f"({type(exc).__name__}: {str(exc)[:300]})", markup=False, highlight=False,
+                  soft_wrap=True)
+        views = None
+    if views is None:  # no store yet, or MLflow failed: the experiment's own page
+        links = [experiment_page(server, state.experiment_id)]
+    else:
+        links = [server.rstrip("/") + path for path in views]
+    more = [f"the front alone: {links[1]}"] if len(links) > 1 else []
     if command is None:
-        out.print(f"{state.tracking_uri} is an MLflow server; its UI: "
-                  f"{experiment_page(state.tracking_uri, state.experiment_id)}", markup=False)
+        for line in [f"{state.tracking_uri} is an MLflow server; its UI: {links[0]}", *more]:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     env, ignored = ui_environment(os.environ)
     if ignored:
         err.print(f"note: ignoring {', '.join(ignored)} from the environment: condsearch ui "
                   "serves on 127.0.0.1 only", markup=False, highlight=False, soft_wrap=True)
-    err.print(f"MLflow UI on {experiment_page(f'http://127.0.0.1:{port}', state.experiment_id)} "
-              "(Ctrl-C stops it); filter runs with tags.condsearch.pareto = 'true' to see the "
-              "front", markup=False, highlight=False, soft_wrap=True)
+    for line in [f"MLflow UI on {links[0]} (Ctrl-C stops it)", *more]:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(_serve(command, env))
 
 
