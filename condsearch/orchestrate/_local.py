@@ -3,7 +3,12 @@ Ray; both record through the same session."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,21 +106,32 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     tracking = TrackingRequest(uri=tracking_uri, experiment_name=experiment,
                                experiment_id=None if experiment_id is None else str(experiment_id),
                                tags=dict(tags or {}))
-    with WorkdirLock(workdir), open_session(space, workdir, n_trials, seed, tracking,
-                                            storage, progress, backend, study=study,
-                                            sampler=sampler,
-                                            callbacks=tuple(callbacks or ()),
-                                            new_study=new_study) as session:
-        if backend == "ray":
-            try:
-                from condsearch.orchestrate._ray import run_on_ray
-            except ImportError as exc:
-                raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
-                                  "pip install 'condsearch[ray]'") from None
-            run_on_ray(session, n_trials, workdir, address, tune_config=tune_config,
-                       run_config=run_config)
-        else:
-            _run_locally(session, n_trials)
+    try:
+        with WorkdirLock(workdir), open_session(space, workdir, n_trials, seed, tracking,
+                                                storage, progress, backend, study=study,
+                                                sampler=sampler,
+                                                callbacks=tuple(callbacks or ()),
+                                                new_study=new_study) as session:
+            if backend == "ray":
+                try:
+                    from condsearch.orchestrate._ray import run_on_ray
+                except ImportError as exc:
+                    raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
+                                      "pip install 'condsearch[ray]'") from None
+                run_on_ray(session, n_trials, workdir, address, tune_config=tune_config,
+                           run_config=run_config)
+            else:
+                _run_locally(session, n_trials)
+    except Exception as exc:
+        # a full disk before the session opened (the workdir's record, the study's tables,
+        # the parent run) is the same one line as one during the search
+        from condsearch.orchestrate._record import storage_full
+        from condsearch.orchestrate._workdir import default_storage
+
+        full = storage_full(exc, None, storage or default_storage(workdir))
+        if full is None or full is exc:
+            raise
+        raise full from exc
     return SearchSummary(workdir=workdir, study_name=session.study.study_name, completed=session.completed,
                          failed=session.failed,
                          front=mark_front(session.keeper.points, space.objectives),
@@ -127,34 +143,94 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
                          seconds=time.perf_counter() - started)
 
 
+class _Interrupts:
+    """SIGINT raises KeyboardInterrupt as usual, and is remembered: one that lands where Python
+    cannot raise it (a finalizer or a garbage-collection callback, printed as "Exception ignored
+    in ...") still stops the search at the next `check`. `deferred()` holds it back for a block
+    that must not be cut (asking a trial: the trial it creates would stay RUNNING with no handle
+    to fail it). Only in the main thread; elsewhere Python delivers no signal."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._holding = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._hook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._hook
+
+    def _unraisable(self, unraisable: Any) -> None:
+        # the Ctrl-C a finalizer swallowed is remembered (`seen`): no second report of it
+        if not (self.seen and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self._hook(unraisable)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        if not self._holding:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt when a SIGINT arrived (held back, or lost on the way)."""
+        if self.seen:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+
+
 def _run_locally(session: Session, n_trials: int) -> None:
+    with _Interrupts() as interrupts:
+        for _ in range(n_trials):
+            interrupts.check()
+            with interrupts.deferred():
+                trial = session.study.ask()
+            _run_one(session, trial, interrupts)
+
+
+def _run_one(session: Session, trial: Any, interrupts: _Interrupts) -> None:
+    """Run and record one asked trial; wherever Ctrl-C lands, it does not stay RUNNING."""
     import optuna
 
     from condsearch.orchestrate._record import TrialHeartbeat
     from condsearch.orchestrate._trial import run_trial
 
-    for _ in range(n_trials):
-        trial = session.study.ask()
-        t0 = time.perf_counter()
-        try:
-            # The heartbeat tells other search processes on this storage the trial is alive.
-            with TrialHeartbeat(session.study, trial, session.target):
-                arch = session.space.sample(trial)
-                result = run_trial(session.spec(trial, arch), on_epoch=lambda e, n, r,
-                                   k=trial.number: session.bar.epoch(k, e, n, r))
-                try:
-                    session.record(trial, arch, result, time.perf_counter() - t0)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    # Another process took its heartbeat for stale (a database busy past the
-                    # grace period) and recorded it as failed: keep searching.
-                    session.failed += 1
-                    session.bar.message(f"trial {trial.number}: another search process "
-                                        "recorded it as failed (its heartbeat looked stale); "
-                                        "result dropped")
-        except KeyboardInterrupt:
-            # wherever Ctrl-C lands after the ask, the trial must not stay RUNNING
+    def on_epoch(epoch: int, epochs: int, record: dict[str, Any]) -> None:
+        interrupts.check()
+        session.bar.epoch(trial.number, epoch, epochs, record)
+
+    t0 = time.perf_counter()
+    try:
+        interrupts.check()
+        # The heartbeat tells other search processes on this storage the trial is alive.
+        with TrialHeartbeat(session.study, trial, session.target):
+            arch = session.space.sample(trial)
+            result = run_trial(session.spec(trial, arch), on_epoch=on_epoch)
+            try:
+                session.record(trial, arch, result, time.perf_counter() - t0)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another process took its heartbeat for stale (a database busy past the
+                # grace period) and recorded it as failed: keep searching.
+                session.failed += 1
+                session.bar.message(f"trial {trial.number}: another search process "
+                                    "recorded it as failed (its heartbeat looked stale); "
+                                    "result dropped")
+    except KeyboardInterrupt:
+        with interrupts.deferred():  # a second Ctrl-C must not cut the recording short
             try:
                 session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # it was recorded just before the interrupt
-            raise
+        raise

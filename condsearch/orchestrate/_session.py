@@ -302,6 +302,7 @@ def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
     workdir's record, then an active `mlflow.start_run()` (or MLFLOW_RUN_ID), then MLflow's
     variables, then DIR/mlflow.db and the space's name."""
     from condsearch.track import TrackingChoiceError, active_run, check_tags, from_environment
+    from condsearch.track._conventions import check_reachable
 
     env = from_environment()
     try:
@@ -310,6 +311,7 @@ def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
         tags = check_tags(asked.tags)
         active = active_run()
         uri, notes = _choose_uri(workdir, asked, previous, env, active)
+        check_reachable(uri)
         experiment_id, name, more = _choose_experiment(space, workdir, uri, asked, previous, env,
                                                        active)
     except TrackingChoiceError as exc:
@@ -488,7 +490,11 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
     import optuna
 
     from condsearch.track import ParetoTagger, end_run, start_parent_run
-    from condsearch.track._stale import STALE_REASON_TAG, close_orphaned_searches
+    from condsearch.track._stale import (
+        STALE_REASON_TAG,
+        close_orphaned_searches,
+        close_running_children,
+    )
     from condsearch.track._trial_runs import end_runs
 
     if study is not None:
@@ -549,6 +555,9 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
                 keeper.flush()
                 if full is None:
                     best_effort(_log_front, keeper, target, space)
+                    if status != "FINISHED":  # a run caught between its start and its end
+                        best_effort(close_running_children, target.uri, state.experiment_id,
+                                    target.parent_run_id, "its search was interrupted")
                     best_effort(end_run, target, status)
                 else:
                     best_effort(end_runs, target.uri, [target.parent_run_id], status,

@@ -26,6 +26,26 @@ class TrackingChoiceError(ValueError):
     """What was asked of MLflow cannot be used: the message says what to change."""
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """TrackingChoiceError at once when nothing listens at an http(s) tracking URI's host and
+    port (MLflow's client would retry for minutes, printing a warning each time)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TrackingChoiceError(f"cannot reach the MLflow tracking server at {uri} ({reason}): "
+                                  "start it (condsearch ui, or mlflow server) or use another "
+                                  "--tracking-uri") from None
+
+
 @dataclass(frozen=True)
 class TrackingRequest:
     """Where a search should log, as one source (flags, the environment, ...) asks it."""

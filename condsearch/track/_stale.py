@@ -88,6 +88,24 @@ def _running_children(client, experiment_id: str, run_id: str) -> list:
     return found
 
 
+def close_running_children(uri: str, experiment_id: str, parent_run_id: str,
+                           reason: str) -> list[str]:
+    """Close as KILLED, tagged with `reason`, every run still RUNNING under `parent_run_id`
+    (a trial run or a derived run a Ctrl-C caught between its creation and its end), as a
+    search closes its own parent run. Returns the ids closed."""
+    from mlflow import MlflowClient
+
+    if not _store_exists(uri):
+        return []
+    client = MlflowClient(uri)
+    closed = []
+    for run in _running_children(client, str(experiment_id), parent_run_id):
+        client.set_tag(run.info.run_id, STALE_REASON_TAG, reason[:5000])
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 def close_orphaned_searches(uri: str, experiment_id: str, workdir: str | Path,
                             reason: str = ORPHAN_REASON) -> list[str]:
     """Close as KILLED, tagged with `reason`, every parent run of a search in `workdir` on this
@@ -134,4 +152,44 @@ def _close_orphans(uri: str, experiment_id: str, workdir: str, reason: str) -> l
             client.set_tag(run.info.run_id, STALE_REASON_TAG, reason[:5000])
             client.set_terminated(run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
+    for run in _stranded(client, experiment_id, workdir, host):
+        client.set_tag(run.info.run_id, STALE_REASON_TAG, reason[:5000])
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
     return closed
+
+
+def _stranded(client, experiment_id: str, workdir: str, host: str) -> list:
+    """RUNNING trial and derived runs whose search run (of `workdir`, on `host`) has ended: an
+    interrupt that cut their own closing short (the store locked by the write it broke)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], "attributes.status = 'RUNNING' and "
+                                  "tags.`condsearch.role` != 'search'", max_results=1000,
+                                  page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    seen: dict[str, object] = {}
+
+    def search_run(run):
+        for _ in range(3):  # a derived run sits under its trial's run, under the search's
+            parent_id = run.data.tags.get("mlflow.parentRunId")
+            if parent_id is None:
+                return None
+            if parent_id not in seen:
+                seen[parent_id] = client.get_run(parent_id)
+            run = seen[parent_id]
+            if run.data.tags.get("condsearch.role") == "search":
+                return run
+        return None
+
+    found = []
+    for run in runs:
+        owner = search_run(run)
+        if (owner is not None and owner.info.status != "RUNNING"
+                and owner.data.tags.get(WORKDIR_TAG) == workdir
+                and owner.data.tags.get(HOST_TAG) == host):
+            found.append(run)
+    return found
