@@ -82,6 +82,16 @@ def test_the_largest_seed_is_valid_and_the_bounds_agree():
     assert result.returncode == 0, result.stderr
 
 
+def test_an_unreachable_tracking_server_is_one_line_before_anything_is_created(tmp_path):
+    from helpers import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    line = one_line_exit_2(cli("search", str(SPACE), "--workdir", str(tmp_path / "run"),
+                               "--tracking-uri", uri, "--trials", "1", "--quiet"))
+    assert line.startswith(f"cannot reach the MLflow tracking server at {uri} (")
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
 @pytest.mark.parametrize("command", ["pareto", "search"])
 def test_a_database_url_without_its_driver_is_one_line_naming_the_extra(tmp_path, command):
     pytest.importorskip("sqlalchemy")
