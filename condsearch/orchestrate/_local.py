@@ -229,8 +229,9 @@ def _run_one(session: Session, trial: Any, interrupts: _Interrupts) -> None:
                                     "result dropped")
     except KeyboardInterrupt:
         with interrupts.deferred():  # a second Ctrl-C must not cut the recording short
-            try:
-                session.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            try:  # a trial recorded just before the interrupt stays as recorded
+                session.study.tell(trial, state=optuna.trial.TrialState.FAIL,
+                                   skip_if_finished=True)
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # it was recorded just before the interrupt
+                pass  # another process recorded it in between
         raise

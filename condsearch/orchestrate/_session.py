@@ -301,10 +301,13 @@ def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
     """Where this invocation logs, by the precedence README.md documents: flags, then the
     workdir's record, then an active `mlflow.start_run()` (or MLFLOW_RUN_ID), then MLflow's
     variables, then DIR/mlflow.db and the space's name."""
+    from mlflow.exceptions import MlflowException
+
     from condsearch.track import TrackingChoiceError, active_run, check_tags, from_environment
     from condsearch.track._conventions import check_reachable
 
     env = from_environment()
+    uri = asked.uri or ""
     try:
         if asked.experiment_name is not None and asked.experiment_id is not None:
             raise TrackingChoiceError("give --experiment or --experiment-id, not both")
@@ -316,6 +319,9 @@ def plan_tracking(space: Any, workdir: Path, asked: TrackingRequest,
                                                        active)
     except TrackingChoiceError as exc:
         raise SearchError(str(exc)) from None
+    except MlflowException as exc:  # a store MLflow refuses (a file store, a wrong server)
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise SearchError(f"MLflow cannot use the tracking store {uri}: {first[:400]}") from None
     nest_under = active.run_id if active is not None and active.uri == uri else None
     if active is not None and nest_under is None:
         more.append(f"note: not nested under the active MLflow run {active.run_id}: it is in "
