@@ -2,7 +2,6 @@
 the key that drives it; a trial checks its own candidate before building and training it; a
 trial that runs past `search.trial_timeout` fails with that reason and the search goes on."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -65,14 +64,25 @@ def bomb(**changes: str) -> str:
     return text
 
 
+#: runs `condsearch ARGS` and prints its exit code and peak resident memory (KB): measured from a
+#: small parent, as the peak of a child forked from this (large) test process counts its pages
+MEASURE = ("import resource, subprocess, sys\n"
+           "done = subprocess.run([sys.executable, '-m', 'condsearch', *sys.argv[1:]],\n"
+           "                      stdout=subprocess.DEVNULL)\n"
+           "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run_measured(*args: str) -> tuple[int, str, float]:
+    """(exit code, stderr, peak resident MB) of `condsearch ARGS` in a child process."""
+    done = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True,
+                          text=True, timeout=600)
+    code, peak_kb = done.stdout.split()
+    return int(code), done.stderr, int(peak_kb) / 1024
+
+
 def validate_measured(path: Path) -> tuple[int, str, float]:
     """(exit code, stderr, peak resident MB) of `condsearch validate PATH` in a child process."""
-    proc = subprocess.Popen([sys.executable, "-m", "condsearch", "validate", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss / 1024
+    return run_measured("validate", str(path))
 
 
 def test_a_plain_space_passes_the_bounds():
@@ -152,13 +162,10 @@ def user_space(tmp_path: Path, model: str, extra: str = "") -> Path:
 
 def search_measured(space: Path, workdir: Path, *extra: str) -> float:
     """Run `condsearch search` to the end in a child; its peak resident memory in MB."""
-    proc = subprocess.Popen([sys.executable, "-m", "condsearch", "search", str(space),
-                             "--workdir", str(workdir), "--quiet", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, err[-3000:]
-    return usage.ru_maxrss / 1024
+    code, err, peak_mb = run_measured("search", str(space), "--workdir", str(workdir),
+                                      "--quiet", *extra)
+    assert code == 0, err[-3000:]
+    return peak_mb
 
 
 def states_and_errors(workdir: Path) -> list[tuple[State, str]]:

@@ -505,6 +505,11 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
 
     if study is not None:
         storage = _users_study_storage(space, study, storage)
+    elif sampler is None:
+        from condsearch.orchestrate._samplers import make_sampler
+
+        # a sampler that cannot be built (NNI not installed) stops before anything is written
+        make_sampler(space.sampler, seed, space)
     state, plan = prepare_workdir(space, workdir, tracking, storage,
                                   study.study_name if study is not None else None,
                                   new_study=new_study)
