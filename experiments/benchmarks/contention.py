@@ -92,7 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     load_start = list(os.getloadavg())
     result = measure(args.load, args.trials, args.threads, args.quick)
-    report = {"machine": {"description": machine(), "load_average_start": load_start,
+    report = {"measured": time.strftime("%Y-%m-%d %H:%M"),
+              "machine": {"description": machine(), "load_average_start": load_start,
                           "load_average_end": list(os.getloadavg())},
               "cores": os.cpu_count(), "trials": args.trials,
               "threads": args.threads or "cpus the process may use", "quick": args.quick,

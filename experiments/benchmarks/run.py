@@ -170,7 +170,8 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
              "docs/architecture.md's \"Performance targets\" (where it names none, the target is "
              "ours, and the benchmark's README says so). Each benchmark's README defines its "
              "figures and how they are timed.", "",
-             f"Machine: {host}.", "",
+             f"Machine: {host} wrote this report; each section names the machine it was "
+             "measured on.", "",
              f"**{met} targets met, {len(missed)} missed**, "
              f"{sum(r['ok'] is None for r in rows)} figures informational.", ""]
     for bench in ("flop_counting", "realized_savings", "orchestration", "scaling", "contention"):
@@ -179,8 +180,8 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
             continue
         src = sources.get("orchestration" if bench == "scaling" else bench, {})
         lines += [f"## {bench.replace('_', ' ')}", "",
-                  f"From `{src.get('json', '?')}`, measured {src.get('measured', '?')} "
-                  f"(load average {src.get('load', '?')}).", "",
+                  f"From `{src.get('json', '?')}`, measured {src.get('measured', '?')} on "
+                  f"{src.get('machine', '?')} (load average {src.get('load', '?')}).", "",
                   "| figure | value | target | |", "|---|---:|---|---|"]
         lines += [f"| {r['figure']} | {_value(r)} | {r['target']} | {tick[r['ok']]} |"
                   for r in chosen]
@@ -194,8 +195,31 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
     return "\n".join(lines) + "\n"
 
 
+def _measured_at(path: Path, report: dict[str, Any]) -> str:
+    """When a JSON was measured: its own `measured` stamp, else the commit that last wrote it
+    (a checkout gives every file the checkout's time), else the file's time."""
+    if report.get("measured"):
+        return str(report["measured"])
+    try:
+        done = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=format:%Y-%m-%d %H:%M",
+                               "--", path.name], cwd=path.parent, capture_output=True,
+                              text=True, timeout=30)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+
+
+def _machine_of(report: dict[str, Any]) -> str:
+    m = report.get("machine", {})
+    if not isinstance(m, dict):
+        return str(m)
+    return str(m.get("description") or m.get("cpu_model") or m.get("platform") or "not recorded")
+
+
 def _when(path: Path, report: dict[str, Any]) -> tuple[str, str]:
-    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+    stamp = _measured_at(path, report)
     m = report.get("machine", {})
     load = m.get("load_average_start")
     return stamp, ("/".join(f"{x:.1f}" for x in load[:1] + m.get("load_average_end", [])[:1])
@@ -223,6 +247,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         report = json.loads(path.read_text())
         stamp, load = _when(path, report)
         sources[name] = {"json": path.name, "measured": stamp, "load": load,
+                         "machine": _machine_of(report),
                          "seconds": seconds or report.get("seconds")}
         rows += ROWS[name](report)
     host = machine(1)
