@@ -44,7 +44,7 @@ from condsearch.orchestrate._optuna_private import (
 )
 from condsearch.orchestrate._points import Point
 from condsearch.orchestrate._trial import TrialResult
-from condsearch.orchestrate._workdir import SearchError
+from condsearch.orchestrate._workdir import SearchError, masked_url
 from condsearch.space import knob_param
 
 
@@ -269,16 +269,6 @@ def _no_room(path: Path) -> str | None:
     return f"{free} bytes free" if free < _FULL_FREE_BYTES else None
 
 
-def _masked(storage: str) -> str:
-    """A database URL with any password hidden."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: say less
-        return "the study database"
-
-
 def full_disk(exc: BaseException, storage: str | None = None) -> tuple[str, str] | None:
     """(where, detail) when `exc` means a disk is full, else None.
 
@@ -287,7 +277,7 @@ def full_disk(exc: BaseException, storage: str | None = None) -> tuple[str, str]
     when the study's SQLite file at `storage` has no room left (`_no_room`). `where` is the file
     that could not be written (the study database unless the error names another)."""
     path = _sqlite_path(storage)
-    where = str(path) if path is not None else (_masked(storage) if storage else
+    where = str(path) if path is not None else (masked_url(storage, "the study database") if storage else
                                                 "the study database")
     for e in _causes(exc):
         if isinstance(e, StorageFull):

@@ -400,7 +400,7 @@ def check_database(url: str) -> None:
         return
     from sqlalchemy import create_engine, exc
 
-    shown = _without_password(url)
+    shown = masked_url(url)
     try:
         engine = create_engine(url)
     except (ImportError, exc.NoSuchModuleError) as error:
@@ -421,12 +421,15 @@ def check_database(url: str) -> None:
         engine.dispose()
 
 
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    users, at, host = rest.rpartition("@")
-    if not at or ":" not in users:
-        return url
-    return f"{scheme}{sep}{users.split(':', 1)[0]}:***@{host}"
+def masked_url(url: str, unreadable: str | None = None) -> str:
+    """A database URL with any password shown as ***; `unreadable` (default: the URL as given)
+    when SQLAlchemy cannot read it."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads
+        return url if unreadable is None else unreadable
 
 
 def inspect_study_storage(storage: str) -> SqliteFile | None:
