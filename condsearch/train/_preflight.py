@@ -67,10 +67,10 @@ def check_before_build(arch: dict[str, Any], io: dict[str, Any], batch_size: int
     return params
 
 
-def activations_per_sample(model: nn.Module, x: torch.Tensor) -> float:
-    """Bytes the forward pass keeps for backward, per sample, on a copy of `model` (the model's
-    state and the random streams are left as they were)."""
-    probe = copy.deepcopy(model).train()
+def activations_per_sample(probe: nn.Module, x: torch.Tensor) -> float:
+    """Bytes the forward pass keeps for backward, per sample; it runs `probe` (a copy of the
+    model: its state changes) in training mode, leaving the random streams as they were."""
+    probe = probe.train()
     weights = {p.untyped_storage().data_ptr() for p in probe.parameters()}
     seen: set[int] = set()
     total = 0
@@ -89,17 +89,17 @@ def activations_per_sample(model: nn.Module, x: torch.Tensor) -> float:
     return total / len(x)
 
 
-def _static_flops(model: nn.Module, x: torch.Tensor) -> float | None:
+def _static_flops(probe: nn.Module, x: torch.Tensor) -> float | None:
     """Per-sample FLOPs when the network does the same work for every input (no adaptive block,
     no inference knob, the same count on each sample), else None: only then do they bound the
-    trained model's cost before training."""
+    trained model's cost before training. `probe`, a copy of the model, goes to eval mode."""
     from condsearch.blocks import inference_knobs
     from condsearch.blocks._protocol import adaptive_blocks
     from condsearch.cost import per_sample_flops
 
-    if adaptive_blocks(model) or inference_knobs(model):
+    if adaptive_blocks(probe) or inference_knobs(probe):
         return None
-    probe = copy.deepcopy(model).eval()
+    probe.eval()
     with torch.random.fork_rng(devices=[]):
         _, flops = per_sample_flops(probe, x)
     return float(flops[0]) if bool((flops == flops[0]).all()) else None
@@ -111,7 +111,8 @@ def check_built(model: nn.Module, x: torch.Tensor, params: int, batch_size: int,
     a static network, its FLOPs against `max_flops`; `x` holds a few real samples."""
     x = x[:MEASURE_SAMPLES].to(device)
     limit, how = memory_limit(limits.max_memory_gb, *device_memory(device))
-    per_sample = activations_per_sample(model, x)
+    probe = copy.deepcopy(model)  # one copy for both measurements: the model stays as built
+    per_sample = activations_per_sample(probe, x)
     need = training_bytes(params, per_sample / ACTIVATION_BYTES, batch_size)
     if need > limit:
         raise CandidateTooCostly(
@@ -119,7 +120,7 @@ def check_built(model: nn.Module, x: torch.Tensor, params: int, batch_size: int,
             f"{per_sample / 1e6:,.1f} MB of activations a sample), more than the {gb(limit)} "
             f"limit ({how}) (checked before training)")
     if limits.max_flops is not None:
-        flops = _static_flops(model, x)
+        flops = _static_flops(probe, x)
         if flops is not None and flops > limits.max_flops:
             raise CandidateTooCostly(f"{flops:,.0f} FLOPs a sample, more than "
                                      f"constraints.max_flops = {limits.max_flops:,.0f} "
