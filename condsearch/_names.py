@@ -40,6 +40,20 @@ ATTR_TRACKING: Final = "condsearch.tracking"
 ATTR_LAST_REPORT: Final = "condsearch.last_report"
 #: the last epoch a trial stopped early had reported
 ATTR_STOPPED_AT: Final = "condsearch.stopped_at_epoch"
+#: a trial a multi-fidelity scheduler judged: its result at each rung it reached, as
+#: {"<epoch>": {"values": {objective: value}, "feasible": bool}} (written as each rung is reached)
+ATTR_RUNGS: Final = "condsearch.rungs"
+#: a trial a scheduler stopped early: the scheduler's reason, one line
+ATTR_STOP_REASON: Final = "condsearch.stop_reason"
+
+# ---- MLflow tags and metrics of a trial's run -----------------------------------------------------
+
+#: on a trial run a scheduler stopped early (ended KILLED): the last epoch it trained
+TAG_STOPPED_EARLY: Final = "condsearch.stopped_early"
+#: on a trial run a scheduler stopped early: the scheduler's reason
+TAG_STOP_REASON: Final = "condsearch.stop_reason"
+#: the prefix of the stepped metrics a trial's run gets at each rung (`rung_accuracy`, ...)
+RUNG_METRIC_PREFIX: Final = "rung_"
 
 # ---- Optuna study user attributes ---------------------------------------------------------------
 

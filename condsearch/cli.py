@@ -176,7 +176,9 @@ def search(
 
         _print_front(summary.front, [n for n, _ in loaded.objectives],
                      knee_point(summary.front, loaded.objectives))
-        err.print(f"{summary.completed} trials completed, {summary.failed} failed in "
+        stopped = (f", {summary.pruned} stopped early by the scheduler"
+                   if summary.pruned else "")
+        err.print(f"{summary.completed} trials completed{stopped}, {summary.failed} failed in "
                   f"{summary.seconds:.0f} s; hypervolume {describe_hypervolume(summary)}",
                   highlight=False)
         err.print(f"results: {workdir}  (MLflow UI: condsearch ui --workdir {workdir})")
@@ -219,7 +221,9 @@ def _print_front(points: list[Any], names: list[str], knee: Any = None) -> None:
         table.add_column(column, justify="right" if column not in ("knobs", "knee") else "left")
     for p in points:
         knobs = ", ".join(f"{k}={v:g}" for k, v in p.knobs.items())
-        table.add_row(str(p.number), f"{p.trial} (sweep)" if p.derived else "trained",
+        origin = (f"{p.trial} (sweep)" if p.derived else "trained" if p.stopped_at is None
+                  else f"stopped, epoch {p.stopped_at}")
+        table.add_row(str(p.number), origin,
                       *(_fmt(p.values[n]) for n in names), knobs, "★ knee" if p is knee else "")
     out.print(table)
 
@@ -231,14 +235,16 @@ def pareto(
     study: Annotated[str | None, typer.Option(help=STUDY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Every completed point, not just the "
-                                       "front.")] = False,
+                                       "front, and each trial a scheduler stopped early at "
+                                       "its last rung's values.")] = False,
 ) -> None:
-    """Print the current Pareto front of a search."""
+    """Print the current Pareto front of a search (trials trained to the end and their swept
+    knob settings; a trial stopped early by a scheduler is shown only with --all)."""
     from condsearch.orchestrate import all_points
     from condsearch.orchestrate._points import knee_point
 
     try:
-        state, points = all_points(_source(workdir, storage, study))
+        state, points = all_points(_source(workdir, storage, study), stopped=all_)
     except _user_errors() as exc:
         _fail(str(exc))
     shown = points if all_ else [p for p in points if p.on_front]

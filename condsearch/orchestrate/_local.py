@@ -30,6 +30,8 @@ class SearchSummary:
     study_name: str
     completed: int
     failed: int
+    #: trials a multi-fidelity scheduler stopped early (PRUNED in the study)
+    pruned: int = 0
     front: list[Point] = field(default_factory=list)
     hypervolume: float = 0.0
     #: the hypervolume's reference point, objective by objective (empty before any point)
@@ -101,6 +103,14 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     if not 0 <= seed <= MAX_SEED:
         raise SearchError(f"seed must be between 0 and {MAX_SEED} (2**31-1, room for the seeds "
                           f"of later trials and resumes), got {seed}")
+    if backend == "ray":
+        try:
+            from condsearch.orchestrate._ray import check_tune_config, run_on_ray
+        except ImportError as exc:
+            raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
+                              "pip install 'condsearch[ray]'") from None
+        # refused before anything is written: no study, no parent run
+        check_tune_config(tune_config, space.mo_asha is not None)
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     tracking = TrackingRequest(uri=tracking_uri, experiment_name=experiment,
@@ -113,11 +123,6 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
                                                 callbacks=tuple(callbacks or ()),
                                                 new_study=new_study) as session:
             if backend == "ray":
-                try:
-                    from condsearch.orchestrate._ray import run_on_ray
-                except ImportError as exc:
-                    raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
-                                      "pip install 'condsearch[ray]'") from None
                 run_on_ray(session, n_trials, workdir, address, tune_config=tune_config,
                            run_config=run_config)
             else:
@@ -133,7 +138,7 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
             raise
         raise full from exc
     return SearchSummary(workdir=workdir, study_name=session.study.study_name, completed=session.completed,
-                         failed=session.failed,
+                         failed=session.failed, pruned=session.pruned,
                          front=mark_front(session.keeper.points, space.objectives),
                          hypervolume=session.keeper.hypervolume,
                          reference=dict(zip([n for n, _ in space.objectives],
@@ -205,11 +210,17 @@ def _run_one(session: Session, trial: Any, interrupts: _Interrupts) -> None:
     import optuna
 
     from condsearch.orchestrate._record import TrialHeartbeat
-    from condsearch.orchestrate._trial import run_trial
+    from condsearch.orchestrate._rungs import RungJudge
+    from condsearch.orchestrate._trial import eval_batch_size, run_trial
+    from condsearch.train._fit import FitState
+
+    judge: RungJudge | None = None
 
     def on_epoch(epoch: int, epochs: int, record: dict[str, Any]) -> None:
         interrupts.check()
         session.bar.epoch(trial.number, epoch, epochs, record)
+        if judge is not None:
+            judge(epoch, epochs, record)
 
     t0 = time.perf_counter()
     try:
@@ -217,7 +228,13 @@ def _run_one(session: Session, trial: Any, interrupts: _Interrupts) -> None:
         # The heartbeat tells other search processes on this storage the trial is alive.
         with TrialHeartbeat(session.study, trial, session.target):
             arch = session.space.sample(trial)
-            result = run_trial(session.spec(trial, arch), on_epoch=on_epoch)
+            spec = session.spec(trial, arch)
+            state = FitState()
+            if session.scheduler is not None:
+                judge = RungJudge(session.scheduler, session.space, trial, state,
+                                  eval_batch_size(arch), session.on_rung)
+            result = run_trial(spec, on_epoch=on_epoch, fit_state=state,
+                               on_run=judge.on_run if judge is not None else None)
             try:
                 session.record(trial, arch, result, time.perf_counter() - t0)
             except optuna.exceptions.UpdateFinishedTrialError:

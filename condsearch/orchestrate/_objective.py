@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from condsearch.orchestrate._record import record_result
+from condsearch.orchestrate._rungs import final_rung
 from condsearch.orchestrate._trial import TrialSpec, run_trial
 from condsearch.space._bounds import TrialLimits
 
@@ -32,7 +33,10 @@ class Objective:
     Each call samples the space, trains and measures the candidate (`run_trial`), records its
     constraints (visible to `study.best_trials`) and its derived sweep points as trials of the
     same study, and returns its objective values. A failed trial returns NaN values, which
-    Optuna records as FAIL; the optimization goes on. `task` replaces the space's task (a task
+    Optuna records as FAIL; the optimization goes on. With `search.scheduler.mo_asha` in the
+    space, MO-ASHA judges each trial at its rungs as a search does (its results replayed from
+    the study on the first call) and a trial it stops raises `optuna.TrialPruned`, which
+    `optimize` records as PRUNED with the rung results kept. `task` replaces the space's task (a task
     spec dict or an in-memory `condsearch.Task`); `tracking` (a `TrackingTarget`) logs each
     trial as an MLflow child run of its parent run; `sweep=False` skips the knob sweep;
     `keep_model=True` keeps the trained model of the last successful trial in `last_model`.
@@ -48,10 +52,27 @@ class Objective:
         self.keep_model = keep_model
         self.last_model: Any = None
         self.last_result: Any = None
+        #: the MO-ASHA of each study this objective served, by study name
+        self._schedulers: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        # a trained model stays with the process that trained it
-        return {**self.__dict__, "last_model": None}
+        # a trained model stays with the process that trained it; a scheduler is rebuilt from
+        # the study where the objective is unpickled
+        return {**self.__dict__, "last_model": None, "_schedulers": {}}
+
+    def _scheduler(self, study: Any) -> Any:
+        """The space's MO-ASHA for `study`, replayed from its trials the first time; None when
+        the space sets no scheduler."""
+        from condsearch.orchestrate._rungs import make_scheduler, replay
+
+        if self.space.mo_asha is None:
+            return None
+        scheduler = self._schedulers.get(study.study_name)
+        if scheduler is None:
+            scheduler = self._schedulers[study.study_name] = make_scheduler(self.space,
+                                                                            self.seed)
+            replay(scheduler, study.get_trials(deepcopy=False))
+        return scheduler
 
     def directions(self) -> list[str]:
         """The directions a study must optimise in, objective by objective."""
@@ -68,11 +89,33 @@ class Objective:
                          objectives=self.space.objectives, code_paths=self.space.code_paths,
                          limits=TrialLimits.of(self.space))
         keep = (lambda model: setattr(self, "last_model", model)) if self.keep_model else None
-        result = run_trial(spec, on_model=keep)
+        scheduler = self._scheduler(trial.study)
+        judge = state = None
+        if scheduler is not None:
+            from condsearch.orchestrate._rungs import RungJudge, keep_rung
+            from condsearch.orchestrate._trial import eval_batch_size
+            from condsearch.train._fit import FitState
+
+            def on_rung(trial: Any, epoch: int, decision: Any, run_id: str | None,
+                        metrics: dict[str, float]) -> None:
+                keep_rung(trial.study, trial, scheduler, self.space.objectives,
+                          self.tracking.uri if self.tracking is not None else None, run_id,
+                          epoch, metrics)
+
+            state = FitState()
+            judge = RungJudge(scheduler, self.space, trial, state, eval_batch_size(arch),
+                              on_rung)
+        result = run_trial(spec, on_epoch=judge, on_model=keep, fit_state=state,
+                           on_run=judge.on_run if judge is not None else None)
         self.last_result = result
         task = self.task if isinstance(self.task, dict) else {"dataset": "<in-memory>"}
         points = record_result(trial.study, trial, arch, task, result, self.space.objectives,
-                               self.space.constraints, tell=False)
+                               self.space.constraints, tell=False,
+                               rungs=final_rung(scheduler, trial.number, result, self.space))
+        if result.stopped_at is not None:
+            import optuna
+
+            raise optuna.TrialPruned(result.stop_reason)
         if not points:
             return tuple(math.nan for _ in self.space.objectives)
         return tuple(points[0].values[name] for name, _ in self.space.objectives)

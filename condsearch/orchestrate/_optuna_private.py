@@ -134,8 +134,8 @@ def write_trial_group(study: optuna.Study, trial: optuna.Trial, user_attrs: dict
                       system_attrs: dict[str, Any], state: TrialState | None = None,
                       values: list[float] | None = None,
                       new_trials: list[FrozenTrial] = ()) -> list[int]:
-    """Write a running trial's attributes, finish it with `state` (COMPLETE with `values`, or
-    FAIL; None leaves it RUNNING for the caller, as an objective run by `optimize` does) and add
+    """Write a running trial's attributes, finish it with `state` (COMPLETE with `values`,
+    PRUNED or FAIL; None leaves it RUNNING for the caller, as an objective run by `optimize` does) and add
     `new_trials` (finished trials: the derived points), and return their numbers.
 
     On a database storage all of it is one transaction: a failure (a full disk, a lost server)
@@ -153,8 +153,9 @@ def write_trial_group(study: optuna.Study, trial: optuna.Trial, user_attrs: dict
     runs inside its own transaction); checked against Optuna 5.0.0."""
     from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 
-    if state is not None and state not in (TrialState.COMPLETE, TrialState.FAIL):
-        raise ValueError(f"a recorded trial is COMPLETE or FAIL, not {state.name}")
+    if state is not None and state not in (TrialState.COMPLETE, TrialState.FAIL,
+                                           TrialState.PRUNED):
+        raise ValueError(f"a recorded trial is COMPLETE, PRUNED or FAIL, not {state.name}")
     if (state == TrialState.COMPLETE) != (values is not None):
         raise ValueError("values go with state COMPLETE, and only with it")
     tid = trial._trial_id

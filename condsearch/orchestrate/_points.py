@@ -12,8 +12,10 @@ from condsearch._names import (
     ATTR_KNOBS,
     ATTR_METRICS,
     ATTR_RUN,
+    ATTR_STOPPED_AT,
     ATTR_TASK,
     ATTR_WEIGHTS_RUN,
+    OBJECTIVE_METRICS,
 )
 from condsearch.orchestrate._pareto import knee_index, non_dominated
 from condsearch.orchestrate._workdir import SearchError, WorkdirState, read_workdir
@@ -37,6 +39,9 @@ class Point:
     weights_run_id: str | None = None
     feasible: bool = True
     on_front: bool = False
+    #: a trial a scheduler stopped early: the epoch of its last rung, whose values these are
+    #: (never on the front: it has no trained weights and no full evaluation)
+    stopped_at: int | None = None
 
     def row(self) -> dict[str, Any]:
         """A JSON-able summary, as `condsearch pareto --json` prints it."""
@@ -45,6 +50,7 @@ class Point:
             "values": self.values, "metrics": self.metrics, "knobs": self.knobs,
             "feasible": self.feasible, "on_front": self.on_front, "run_id": self.run_id,
             "weights_run_id": self.weights_run_id, "arch": self.arch,
+            "stopped_at": self.stopped_at,
         }
 
 
@@ -85,9 +91,25 @@ def point_from_trial(trial: Any, names: list[str]) -> Point:
     )
 
 
-def all_points(workdir: str | Path | WorkdirState) -> tuple[WorkdirState, list[Point]]:
+def stopped_point(trial: Any, names: list[str]) -> Point | None:
+    """A PRUNED trial's last rung as a point (`stopped_at` set), or None when it has none."""
+    attrs = trial.user_attrs
+    stopped_at, metrics = attrs.get(ATTR_STOPPED_AT), attrs.get(ATTR_METRICS) or {}
+    values = {n: metrics.get(OBJECTIVE_METRICS[n]) for n in names}
+    if stopped_at is None or any(not isinstance(v, (int, float)) for v in values.values()):
+        return None
+    return Point(number=trial.number, trial=trial.number, derived=False, values=values,
+                 metrics=metrics, arch=attrs.get(ATTR_ARCH, {}), task=attrs.get(ATTR_TASK, {}),
+                 run_id=attrs.get(ATTR_RUN), feasible=all(v <= 0 for v in
+                                                          trial.constraints.values()),
+                 stopped_at=int(stopped_at))
+
+
+def all_points(workdir: str | Path | WorkdirState, stopped: bool = False
+               ) -> tuple[WorkdirState, list[Point]]:
     """Every completed point of the search in `workdir` (or described by a state read from its
-    storage), with `on_front` set."""
+    storage), with `on_front` set; with `stopped`, also the last rung of each trial a scheduler
+    stopped early (never on the front)."""
     import optuna
 
     state = read_workdir(workdir)
@@ -101,6 +123,9 @@ def all_points(workdir: str | Path | WorkdirState) -> tuple[WorkdirState, list[P
     points = [point_from_trial(t, state.names()) for t in complete]
     objectives = [(n, d) for n, d in state.objectives]
     mark_front(points, objectives)
+    if stopped:
+        pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+        points += [p for p in (stopped_point(t, state.names()) for t in pruned) if p]
     return state, points
 
 

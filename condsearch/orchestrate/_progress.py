@@ -74,6 +74,8 @@ class SearchProgress:
         )
         self.task = self.progress.add_task("trials", total=total, status="")
         self.front_text = ""
+        #: the multi-fidelity rungs' result counts, when a scheduler judges the trials
+        self.rung_text = ""
         self.total = total
         #: trials of this invocation finished so far (trained or failed; derived points aside)
         self.done = 0
@@ -92,15 +94,21 @@ class SearchProgress:
         self.progress.update(self.task, status=f"trial {number}: epoch {epoch}/{epochs}{detail}"
                              + self.front_text)
 
+    def rungs(self, counts: dict[int, int]) -> None:
+        """Show how many results each rung holds (epoch -> count), e.g. `rungs e1:9 e3:3 e9:1`."""
+        self.rung_text = " | rungs " + " ".join(f"e{e}:{n}" for e, n in sorted(counts.items()))
+
     def trial_done(self, number: int, ok: bool, seconds: float, text: str, front: list[Any],
-                   hypervolume: float) -> None:
+                   hypervolume: float, stopped: bool = False) -> None:
         """Print one line for a finished trial: `k/N` of this invocation (derived points are
         not trials here), the study's trial number (as MLflow names its run), the time left at
-        the pace so far, the outcome and the best points of the front."""
+        the pace so far, the outcome (✓ trained, ↓ stopped early at a rung, ✗ failed), the
+        best points of the front and, with a scheduler, each rung's count."""
         self.done += 1
-        self.front_text = f" | front {len(front)} pts{best_points(front)}, HV {hypervolume:.4g}"
+        self.front_text = (f" | front {len(front)} pts{best_points(front)}, HV {hypervolume:.4g}"
+                           + self.rung_text)
         if self.enabled:
-            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            mark = "[green]✓[/]" if ok else "[yellow]↓[/]" if stopped else "[red]✗[/]"
             left = self.total - self.done
             pace = (time.monotonic() - self.started) / self.done
             eta = f", ~{_duration(pace * left)} left" if left > 0 else ""

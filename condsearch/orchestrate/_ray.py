@@ -1,17 +1,26 @@
 """The Ray backend (`--backend ray`), built on the public `condsearch.tune` pieces: Ray Tune runs
 `condsearch.tune.trainable` on cluster workers, while `SpaceSearcher`, the public Searcher on the
-search's own study, records results through the same session as the local backend."""
+search's own study, records results through the same session as the local backend. With
+`search.scheduler.mo_asha` the session's MO-ASHA judges the trials as
+`condsearch.tune.MOASHAScheduler`: each rung result is kept on the study and in MLflow as the
+local backend keeps it, and a trial it stops is PRUNED with its rung results."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+from condsearch._names import TAG_STOP_REASON
 from condsearch.orchestrate._session import Session
+from condsearch.orchestrate._trial import TrialResult
 from condsearch.orchestrate._workdir import SearchError
-from condsearch.tune._keys import EPOCH
+from condsearch.tune._keys import ACCURACY, EPOCH, RUN_ID, TAG_STOPPED_EARLY
+from condsearch.tune._reports import metric_keys
+from condsearch.tune._runs import end_trial_run
+from condsearch.tune._scheduler import MOASHAScheduler
 from condsearch.tune._searcher import Searcher
 from condsearch.tune._trainable import trainable
 
@@ -19,11 +28,17 @@ from condsearch.tune._trainable import trainable
 _OWN_DRIVER_STATE = ("_session",)
 #: TuneConfig fields the search sets itself: a user's tune_config may not
 _SEARCH_OWNS = ("search_alg", "num_samples")
+#: the reason kept for a trial Ray stopped while MO-ASHA had not (a RunConfig `stop`, ...)
+STOPPED_BY_TUNE = "stopped by the Ray Tune scheduler"
+#: what a stopped trial keeps of its last report as its metrics (with the objective metrics)
+_STOPPED_METRICS = (ACCURACY, "params")
 
 
 class SpaceSearcher(Searcher):
     """The public Searcher driving the search's study and recording through its session: the
-    front, its MLflow tags and the progress bar follow every trial, as on the local backend."""
+    front, its MLflow tags and the progress bar follow every trial, as on the local backend.
+    With the session's MO-ASHA, `on_rung` is the MOASHAScheduler's hook keeping each rung
+    result, and a trial it stopped is recorded as the local backend records one."""
 
     def __init__(self, session: Session) -> None:
         super().__init__(session.space, study=session.study, tracking=session.target,
@@ -31,22 +46,74 @@ class SpaceSearcher(Searcher):
         # The study's own storage URL, so a restored searcher could reopen it.
         self._storage_url = session.state.storage
         self._session = session
+        #: the report a trial ended on (Ray's last result), by trial number, while it is told
+        self._ending: dict[int, dict[str, Any]] = {}
+
+    def on_rung(self, trial: Any, decision: Any, result: dict[str, Any]) -> None:
+        """After MO-ASHA judged a Ray trial at a rung: keep the rung on the study and in MLflow
+        (`Session.on_rung`). The last rung is the trial's full evaluation, recorded with its
+        result (`Session.record`), as on the local backend."""
+        scheduler = self._session.scheduler
+        trial_id = trial.trial_id
+        if (decision.epoch >= scheduler.max_epochs or trial_id not in self._asked
+                or trial_id in self._told):
+            return
+        self._session.on_rung(self._trial(trial_id), decision.epoch, decision,
+                              result.get(RUN_ID) or None, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        number = self.trial_number(trial_id)
+        if number is not None and result:
+            self._ending[number] = result
+        try:
+            super().on_trial_complete(trial_id, result, error)
+        finally:
+            self._ending.pop(number, None)
 
     def _record(self, trial: Any, arch: dict[str, Any], result: Any, seconds: float) -> None:
         self._session.record(trial, arch, result, seconds)
 
     def _prune(self, trial: Any, arch: dict[str, Any], last: dict[str, Any],
                seconds: float) -> None:
-        super()._prune(trial, arch, last, seconds)
         session = self._session
-        session.failed += 1
-        session.bar.trial_done(trial.number, False, seconds,
-                               f"stopped early after epoch {last.get(EPOCH, 0)}",
-                               session.keeper.front, session.keeper.hypervolume)
+        if session.scheduler is None:  # a user's own Tune scheduler stopped it
+            super()._prune(trial, arch, last, seconds)
+            session.pruned += 1
+            session.bar.trial_done(trial.number, False, seconds,
+                                   f"stopped early after epoch {last.get(EPOCH, 0)}",
+                                   session.keeper.front, session.keeper.hypervolume,
+                                   stopped=True)
+            return
+        # As the local backend: PRUNED with the rung results and what the last rung measured
+        # (`Session.record` prints the trial's line), the run ended KILLED with why.
+        decision = session.scheduler.stopped(trial.number)
+        epoch = decision.epoch if decision is not None else int(last.get(EPOCH, 0))
+        reason = decision.reason if decision is not None else STOPPED_BY_TUNE
+        run_id = last.get(RUN_ID) or None
+        report = self._ending.get(trial.number) or last
+        session.record(trial, arch, TrialResult(
+            number=trial.number, ok=False, run_id=run_id, stopped_at=epoch, stop_reason=reason,
+            metrics=stopped_metrics(report, self.space.objectives)), seconds)
+        end_trial_run(self.tracking, run_id, "KILLED",
+                      {TAG_STOPPED_EARLY: str(epoch), TAG_STOP_REASON: reason[:5000]})
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the searcher with the experiment; the live session stays behind.
         return {k: v for k, v in super().__getstate__().items() if k not in _OWN_DRIVER_STATE}
+
+
+def stopped_metrics(report: dict[str, Any], objectives: list[tuple[str, str]]) -> dict[str, float]:
+    """What a trial stopped at a rung measured there, from its report: the accuracy, the
+    objective metrics and the parameter count (finite values only), as `rung_result` measures a
+    local trial."""
+    kept = {}
+    for key in [*_STOPPED_METRICS, *metric_keys(objectives)]:
+        value = report.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            kept[key] = float(value)
+    return kept
 
 
 def is_auth_failure(exc: BaseException) -> bool:
@@ -149,20 +216,33 @@ def _changed(config: Any) -> dict[str, Any]:
             and getattr(config, f.name) != getattr(blank, f.name)}
 
 
-def _tune_config(searcher: Searcher, n_trials: int, execution: dict[str, Any],
-                 user: Any) -> Any:
-    """The search's TuneConfig with a user's pieces (scheduler, time budget, ...) laid over."""
-    from ray import tune
-
+def check_tune_config(user: Any, mo_asha: bool) -> None:
+    """Refuse (one-line SearchError) a user's TuneConfig that sets what the search supplies:
+    its searcher, its trial count, and its scheduler while `search.scheduler.mo_asha` is on."""
     mine = _changed(user)
     owned = sorted(k for k in _SEARCH_OWNS if k in mine)
     if owned:
         raise SearchError(f"tune_config may not set {', '.join(owned)}: the search supplies its "
                           "searcher and takes the number of trials from --trials")
+    if mo_asha and "scheduler" in mine:
+        raise SearchError("tune_config may not set scheduler while search.scheduler.mo_asha is "
+                          "on: the search stops trials early with MO-ASHA; drop one of them")
+
+
+def _tune_config(searcher: Searcher, n_trials: int, execution: dict[str, Any],
+                 user: Any, scheduler: Any = None) -> Any:
+    """The search's TuneConfig (with `scheduler`, the space's MO-ASHA, when given) with a
+    user's pieces (scheduler, time budget, ...) laid over."""
+    from ray import tune
+
+    check_tune_config(user, scheduler is not None)
     # Reusing a worker between trials saves starting a process and importing torch each time
     # (seconds per trial); a trial frees its model and data when it ends.
     base = dict(max_concurrent_trials=int(execution["concurrency"]), reuse_actors=True)
-    return tune.TuneConfig(**{**base, **mine, "search_alg": searcher, "num_samples": n_trials})
+    if scheduler is not None:
+        base["scheduler"] = scheduler
+    return tune.TuneConfig(**{**base, **_changed(user), "search_alg": searcher,
+                              "num_samples": n_trials})
 
 
 def _run_config(name: str, workdir: Path, execution: dict[str, Any], user: Any) -> Any:
@@ -187,12 +267,14 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
     storage_path, failure_config, checkpoint_config, ...) override the search's own settings
     field by field (a field left at, or set to, Ray's default keeps the search's value: the
     space's concurrency and max_retries, reuse_actors=True, DIR/ray, the last checkpoint kept);
-    the search always supplies search_alg and num_samples. Trials a scheduler stops early are
-    PRUNED; whatever Ray leaves unfinished (Ctrl-C) is told FAIL."""
+    the search always supplies search_alg and num_samples, and with `search.scheduler.mo_asha`
+    its scheduler (MO-ASHA: a tune_config bringing another is refused). Trials a scheduler
+    stops early are PRUNED; whatever Ray leaves unfinished (Ctrl-C) is told FAIL."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
 
+    check_tune_config(tune_config, session.scheduler is not None)  # before joining Ray
     note = _connect(address)
     if note:
         session.bar.message(note)
@@ -200,10 +282,14 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
     resources = {"cpu": cpus_per_trial(execution),
                  "gpu": float(execution["gpus_per_trial"])}
     searcher = SpaceSearcher(session)
+    scheduler = None
+    if session.scheduler is not None:
+        scheduler = MOASHAScheduler(session.space, rule=session.scheduler,
+                                    on_rung=searcher.on_rung)
     function = trainable(session.space, session.target, seed=session.seed)
     tuner = tune.Tuner(
         tune.with_resources(function, resources),
-        tune_config=_tune_config(searcher, n_trials, execution, tune_config),
+        tune_config=_tune_config(searcher, n_trials, execution, tune_config, scheduler),
         run_config=_run_config(session.space.name, workdir, execution, run_config),
     )
     try:

@@ -25,6 +25,9 @@ from condsearch._names import (
     ATTR_KNOBS,
     ATTR_METRICS,
     ATTR_RUN,
+    ATTR_RUNGS,
+    ATTR_STOP_REASON,
+    ATTR_STOPPED_AT,
     ATTR_TASK,
     ATTR_TRACKING,
     ATTR_WEIGHTS_RUN,
@@ -368,10 +371,35 @@ def write_trial_attrs(study: optuna.Study, trial: optuna.Trial, user_attrs: dict
     write_running_trial_attrs(study, trial, user_attrs, constraint_system_attrs(constraints or {}))
 
 
+def record_stopped(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any],
+                   task: dict[str, Any], result: TrialResult, constraints: dict[str, Any],
+                   rungs: dict[str, Any] | None = None, tell: bool = True) -> None:
+    """Tell the study PRUNED for a trial a scheduler stopped early, keeping what it measured at
+    its last rung (metrics, and constraints, which Optuna's samplers read) and every rung's
+    result, so the sampler and the reports can use them; one transaction on a database."""
+    attrs = {ATTR_METRICS: result.metrics, ATTR_ARCH: arch, ATTR_TASK: task,
+             ATTR_STOPPED_AT: result.stopped_at, ATTR_STOP_REASON: result.stop_reason or ""}
+    if result.run_id:
+        attrs[ATTR_RUN] = result.run_id
+    if rungs:
+        attrs[ATTR_RUNGS] = rungs
+    cons = constraint_values({k: v for k, v in result.metrics.items()
+                              if isinstance(v, (int, float)) and math.isfinite(v)},
+                             {k: v for k, v in constraints.items()
+                              if CONSTRAINT_METRICS[k] in result.metrics})
+    write_trial_group(study, trial, attrs, constraint_system_attrs(cons),
+                      TrialState.PRUNED if tell else None)
+
+
 def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any],
                   task: dict[str, Any], result: TrialResult, objectives: list[tuple[str, str]],
-                  constraints: dict[str, Any], tell: bool = True) -> list[Point]:
+                  constraints: dict[str, Any], tell: bool = True,
+                  rungs: dict[str, Any] | None = None) -> list[Point]:
     """Tell the study the trial's outcome and add its derived points; return the new points.
+
+    `rungs` (a multi-fidelity scheduler's results of the trial, `condsearch.rungs`) is kept on
+    the trial whatever its outcome; a result a scheduler stopped early is told PRUNED
+    (`record_stopped`) and makes no point.
 
     The trial and its derived points are recorded together or not at all: on a database storage
     its attributes, constraints, values, state and every derived point are one transaction
@@ -380,6 +408,9 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
 
     With `tell=False` the trial's attributes, constraints and derived points are written but
     its state is left to the caller (an Optuna objective returns its values to `optimize`)."""
+    if result.stopped_at is not None:
+        record_stopped(study, trial, arch, task, result, constraints, rungs, tell)
+        return []
     names = [n for n, _ in objectives]
     values = _values(result.metrics, objectives) if result.ok else None
     if values is None:
@@ -387,11 +418,15 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
         failure = {ATTR_ERROR: reason[:2000]}
         if result.run_id:
             failure[ATTR_RUN] = result.run_id
+        if rungs:
+            failure[ATTR_RUNGS] = rungs
         write_trial_group(study, trial, failure, {}, TrialState.FAIL if tell else None)
         return []
     cons = constraint_values(result.metrics, constraints)
     attrs = {ATTR_METRICS: result.metrics, ATTR_KNOBS: result.knobs, ATTR_ARCH: arch,
              ATTR_TASK: task, ATTR_RUN: result.run_id, ATTR_WEIGHTS_RUN: result.run_id}
+    if rungs:
+        attrs[ATTR_RUNGS] = rungs
     feasible = all(v <= 0 for v in cons.values())
     points = [Point(trial.number, trial.number, False, dict(zip(names, values)), result.metrics,
                     result.knobs, arch, task, result.run_id, result.run_id, feasible)]
@@ -405,7 +440,8 @@ def record_result(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any]
         derived_trials.append(optuna.trial.create_trial(
             params=_knob_params(trial.params, trial.distributions, derived.knobs),
             distributions=trial.distributions, values=d_values, constraints=d_cons or None,
-            user_attrs={**attrs, ATTR_METRICS: derived.metrics, ATTR_KNOBS: knobs,
+            user_attrs={**{k: v for k, v in attrs.items() if k != ATTR_RUNGS},
+                        ATTR_METRICS: derived.metrics, ATTR_KNOBS: knobs,
                         ATTR_RUN: derived.run_id, ATTR_DERIVED_FROM: trial.number},
         ))
         kept.append((derived, d_values, d_cons, knobs))

@@ -28,6 +28,7 @@ from condsearch.orchestrate._record import (
     record_result,
     storage_full,
 )
+from condsearch.orchestrate._rungs import final_rung, keep_rung, make_scheduler, replay, rung_values
 from condsearch.orchestrate._trial import TrialResult, TrialSpec
 from condsearch.orchestrate._workdir import (
     SearchError,
@@ -60,8 +61,13 @@ class Session:
     failed: int = 0
     #: whether the study holds the hypervolume reference (asking it costs a query a trial)
     reference_saved: bool = False
-    #: the user's `callback(study, frozen_trial)`s, called after each trained trial is recorded
+    #: the user's `callback(study, frozen_trial)`s, called after each trial is recorded (trained,
+    #: failed or stopped early)
     callbacks: tuple = ()
+    #: the space's multi-fidelity scheduler (MO-ASHA), its past results replayed; None: off
+    scheduler: Any = None
+    #: trials the scheduler stopped early in this invocation
+    pruned: int = 0
 
     def spec(self, trial: Any, arch: dict[str, Any]) -> TrialSpec:
         """The plain-data description of a sampled trial that `run_trial` executes."""
@@ -79,9 +85,12 @@ class Session:
         holding the study is full, the trial is recorded as failed if that still fits, its
         MLflow runs are closed as FAILED (none is tagged on the front), and the search stops
         with `StorageFull`, a SearchError whose one line says what to do."""
+        rungs = final_rung(self.scheduler, trial.number, result, self.space)
+        if self.scheduler is not None:
+            self.bar.rungs(self.scheduler.rung_counts())
         try:
             points = record_result(self.study, trial, arch, self.space.task, result,
-                                   self.space.objectives, self.space.constraints)
+                                   self.space.objectives, self.space.constraints, rungs=rungs)
         except Exception as exc:
             full = storage_full(exc, self.study, self.state.storage)
             if full is None:
@@ -97,15 +106,29 @@ class Session:
             text = describe_values(points[0].values)
             if len(points) > 1:
                 text += f" (+{len(points) - 1} derived)"
+        elif result.stopped_at is not None:
+            self.pruned += 1
+            text = (f"stopped after epoch {result.stopped_at}: "
+                    f"{describe_values(rung_values(result.metrics, self.space.objectives))}"
+                    f" ({result.stop_reason})")
         else:
             self.failed += 1
             text = f"failed: {result.error}"
         self.bar.trial_done(trial.number, bool(points), seconds, text, self.keeper.front,
-                            self.keeper.hypervolume)
+                            self.keeper.hypervolume, stopped=result.stopped_at is not None)
         if self.callbacks:
             frozen = frozen_trial(self.study, trial)
             for callback in self.callbacks:
                 callback(self.study, frozen)
+
+
+    def on_rung(self, trial: Any, epoch: int, decision: Any, run_id: str | None,
+                metrics: dict[str, float]) -> None:
+        """After the scheduler judged a running trial at a rung: keep the result (`keep_rung`)
+        and show the rungs' counts."""
+        keep_rung(self.study, trial, self.scheduler, self.space.objectives,
+                  self.target.uri if self.target is not None else None, run_id, epoch, metrics)
+        self.bar.rungs(self.scheduler.rung_counts())
 
 
 def open_study(space: Any, storage: str, seed: int, sampler: Any = None, *,
@@ -536,8 +559,13 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
     names = [n for n, _ in space.objectives]
     keeper.load([point_from_trial(t, names) for t in study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))])
+    scheduler = make_scheduler(space, seed)
+    if scheduler is not None:
+        replay(scheduler, study.get_trials(deepcopy=False))
     status = "FINISHED"
     with SearchProgress(n_trials, enabled=show) as bar:
+        if scheduler is not None:
+            bar.rungs(scheduler.rung_counts())
         for note in plan.notes:
             _tell(bar, note)
         if stale:
@@ -545,7 +573,8 @@ def open_session(space: Any, workdir: Path, n_trials: int, seed: int,
         full = None
         try:
             yield Session(space, study, keeper, target, bar, seed, state,
-                          reference_saved=reference is not None, callbacks=tuple(callbacks))
+                          reference_saved=reference is not None, callbacks=tuple(callbacks),
+                          scheduler=scheduler)
         except KeyboardInterrupt:
             status = "KILLED"
             bar.message("interrupted: the running trial is recorded as failed; "

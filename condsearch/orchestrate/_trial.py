@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from condsearch._names import OBJECTIVE_METRICS
+from condsearch._names import OBJECTIVE_METRICS, TAG_STOP_REASON, TAG_STOPPED_EARLY
 from condsearch.orchestrate._deadline import TrialTimeout, deadline
 from condsearch.space._bounds import TrialLimits
 from condsearch.track._target import TrackingTarget
@@ -74,6 +74,10 @@ class TrialResult:
     run_id: str | None = None
     derived: list[DerivedPoint] = field(default_factory=list)
     device: str = "cpu"
+    #: a trial a multi-fidelity scheduler stopped early: the last epoch it trained, and why
+    #: (`metrics` then holds what it measured at that rung)
+    stopped_at: int | None = None
+    stop_reason: str | None = None
 
     def values(self, objectives: list[tuple[str, str]]) -> list[float] | None:
         """Objective values in study order, or None when the trial has no usable result."""
@@ -81,6 +85,15 @@ class TrialResult:
             return None
         values = [self.metrics.get(OBJECTIVE_METRICS[name], math.nan) for name, _ in objectives]
         return values if all(math.isfinite(v) for v in values) else None
+
+
+class TrialStopped(Exception):
+    """Raised from an epoch callback to end the trial early: a scheduler judged it at a rung
+    and stopped it. `run_trial` returns it as a stopped result, neither failed nor finished."""
+
+    def __init__(self, epoch: int, reason: str, metrics: dict[str, float]) -> None:
+        super().__init__(f"stopped after epoch {epoch}: {reason}")
+        self.epoch, self.reason, self.metrics = epoch, reason, dict(metrics)
 
 
 def _measure(model, task, evaluation, batch_size) -> dict[str, float]:
@@ -99,6 +112,13 @@ def _train_settings(spec: TrialSpec) -> dict[str, Any]:
     from condsearch.space import TRAIN_PARAMS, complete
 
     return complete(TRAIN_PARAMS, spec.arch.get("train"))
+
+
+def eval_batch_size(arch: dict[str, Any]) -> int:
+    """The batch size an arch's trial evaluates and counts FLOPs with."""
+    from condsearch.space import TRAIN_PARAMS, complete
+
+    return int(complete(TRAIN_PARAMS, arch.get("train"))["eval_batch_size"])
 
 
 def _save_weights_and_arch(run: TrialRun, model, spec: TrialSpec, task, knobs) -> None:
@@ -159,7 +179,9 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
               on_run: Callable[[str | None], None] | None = None) -> TrialResult:
     """Train and measure one candidate; a failure is returned (ok=False), never raised.
 
-    `on_epoch(epoch, epochs, record)` follows training; `on_model(model)` receives the trained
+    `on_epoch(epoch, epochs, record)` follows training, and may end it early by raising
+    `TrialStopped` (a stopped result: `stopped_at`, `stop_reason`, the rung's metrics, its run
+    ended KILLED with the tags saying why); `on_model(model)` receives the trained
     model (knobs as trained) once the trial succeeded, for a caller that keeps it.
     `fit_state` (a `condsearch.train._fit.FitState`) is handed to `fit`: it exposes the live fit
     to `on_epoch` and, holding a saved fit, resumes it; `on_run(run_id)` gets the MLflow run id
@@ -236,6 +258,11 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[int, int, dict[str, float]], 
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; Ray Tune stopping a trial's thread
         run.end("KILLED")
         raise
+    except TrialStopped as stop:
+        result.stopped_at, result.stop_reason = stop.epoch, stop.reason
+        result.metrics = stop.metrics
+        run.set_tags({TAG_STOPPED_EARLY: str(stop.epoch), TAG_STOP_REASON: stop.reason[:5000]})
+        run.end("KILLED")
     except Exception as exc:  # a trial's own failure must not stop the search
         result.error = (f"TrialTimeout: ran past search.trial_timeout = {spec.limits.timeout:g} s"
                         if isinstance(exc, TrialTimeout) else f"{type(exc).__name__}: {exc}")

@@ -317,6 +317,12 @@ class MOASHA:
         trial = self._trials.get(trial_id)
         return None if trial is None or trial.stopped is None else trial.stopped.epoch
 
+    def stopped(self, trial_id: TrialId) -> Decision | None:
+        """The STOP decision that ended `trial_id` early (its epoch, rung and reason); None when
+        it was not stopped."""
+        trial = self._trials.get(trial_id)
+        return None if trial is None else trial.stopped
+
     def results_of(self, trial_id: TrialId) -> dict[int, dict[str, Any]]:
         """Rung epoch -> {"values": {objective: value}, "feasible": bool} of `trial_id`'s
         recorded results, as plain data to store with the trial and `record` on a resume."""

@@ -144,6 +144,24 @@ DEFAULT_TRIAL_TIMEOUT_S = 6 * 3600.0
 MAX_SEED = 2**31 - 1
 
 
+class MoAshaSpec(Strict):
+    """Multi-objective asynchronous successive halving (`condsearch.schedule.MOASHA`): a trial
+    is judged at epochs min_epochs * reduction_factor**k, the last rung being train.epochs."""
+
+    #: the first rung: the epoch at which every trial is first judged
+    min_epochs: int = Field(1, ge=1)
+    #: eta: each rung keeps the top 1/eta of the results there, and is eta times the one before
+    reduction_factor: float = Field(3.0, gt=1, allow_inf_nan=False)
+    #: Hyperband brackets: bracket b starts judging at the b-th rung (1 = plain ASHA)
+    brackets: int = Field(1, ge=1)
+
+
+class SchedulerSpec(Strict):
+    """How trials are stopped early: `mo_asha`, or none (every trial trains its whole budget)."""
+
+    mo_asha: MoAshaSpec | None = None
+
+
 class SearchSpec(Strict):
     trials: int = Field(12, ge=1)
     # Trial i trains with seed + i and a resumed sampler starts at seed + trials so far; numpy
@@ -159,6 +177,14 @@ class SearchSpec(Strict):
     trial_timeout: Annotated[float, Field(gt=0)] | None = DEFAULT_TRIAL_TIMEOUT_S
     #: GB a trial may plan to use in training; null: a share of the machine's (_bounds.py)
     max_memory_gb: Annotated[float, Field(gt=0)] | None = None
+    #: stop unpromising trials early (multi-fidelity); null: every trial trains its budget
+    scheduler: SchedulerSpec | None = None
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_by_name(cls, value: Any) -> Any:
+        # `scheduler: mo_asha` takes MO-ASHA's defaults
+        return {value: {}} if value == "mo_asha" else value
 
 
 class SpaceDocument(Strict):

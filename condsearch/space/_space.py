@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from condsearch._names import OBJECTIVES
+from condsearch.schedule import rung_levels
 from condsearch.space._bounds import check_memory, check_sweep, check_train_length
 from condsearch.space._declaration import Backbone, CheckContext
 from condsearch.space._distributions import (
@@ -108,6 +109,17 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace(name={self.name!r}, path={self.path!r})"
+
+    @property
+    def mo_asha(self) -> dict[str, Any] | None:
+        """MO-ASHA's settings when `search.scheduler.mo_asha` is on (min_epochs,
+        reduction_factor, brackets, and max_epochs: train.epochs, the last rung), else None."""
+        scheduler = self.execution.get("scheduler") or {}
+        if scheduler.get("mo_asha") is None:
+            return None
+        epochs = self._train["epochs"]
+        assert isinstance(epochs, Fixed)  # validated: one train.epochs for every trial
+        return {**scheduler["mo_asha"], "max_epochs": int(epochs.value)}
 
     @property
     def folder(self) -> str | None:
@@ -573,16 +585,44 @@ class _Checker:
         task = data["task"]
         check_sweep(data.get("sweep") or {}, self.add)
         check_train_length(train, task, self.add)
+        search = SearchSpec.model_validate(data.get("search") or {})
+        self._scheduler(search, train)
         io = known_io(task)
         if plan is None or io is None:
             return
-        search = SearchSpec.model_validate(data.get("search") or {})
         for name, decl in plan.declarations.items():
             if decl is None:
                 continue
             hosted = {c: plan.components[c] for c in decl.hosts if c in plan.components}
             check_memory(decl, plan.keys[name], hosted, train, io, search.max_memory_gb,
                          self.add)
+
+    def _scheduler(self, search: SearchSpec, train: Params) -> None:
+        """MO-ASHA judges trials at epochs up to train.epochs: a budget in epochs, the same for
+        every trial, that leaves room for its first rung and its brackets."""
+        mo_asha = search.scheduler.mo_asha if search.scheduler is not None else None
+        if mo_asha is None:
+            return
+        at = ("search", "scheduler", "mo_asha")
+        steps, epochs = train.get("steps"), train.get("epochs")
+        if steps is not None and not (isinstance(steps, Fixed) and steps.value is None):
+            self.add(("train", "steps"), "search.scheduler.mo_asha judges trials at epochs: "
+                     "give the budget as train.epochs and leave train.steps unset")
+            return
+        if not isinstance(epochs, Fixed):
+            self.add(("train", "epochs"), "search.scheduler.mo_asha needs one train.epochs for "
+                     "every trial (its last rung), not a searched value")
+            return
+        if mo_asha.min_epochs > epochs.value:
+            self.add((*at, "min_epochs"), f"min_epochs {mo_asha.min_epochs} is above "
+                     f"train.epochs {epochs.value}, the last rung")
+            return
+        levels = rung_levels(mo_asha.min_epochs, mo_asha.reduction_factor, epochs.value)
+        if mo_asha.brackets > len(levels):
+            self.add((*at, "brackets"), f"brackets {mo_asha.brackets} is more than the "
+                     f"{len(levels)} rung(s) {levels} of min_epochs {mo_asha.min_epochs}, "
+                     f"reduction_factor {mo_asha.reduction_factor:g} and train.epochs "
+                     f"{epochs.value} allow (bracket b starts at the b-th rung)")
 
     def _objectives(self, names: list[Any]) -> None:
         seen: set[str] = set()

@@ -158,3 +158,15 @@ def end_runs(uri: str, run_ids: list[str], status: str, tags: dict[str, str] | N
         client.set_terminated(run_id, status)
         closed.append(run_id)
     return closed
+
+
+def log_stepped(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log `metrics` (finite values) to a run another process or object may be writing, at
+    `step`, stamped now, in one request (a rung result to a running trial's run)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+    if batch:
+        MlflowClient(uri).log_batch(run_id, metrics=batch)

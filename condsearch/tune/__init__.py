@@ -21,9 +21,18 @@ fixed validation subset of up to FLOPS_SUBSET samples, `params`, `latency_ms`), 
 one, with full-validation values and the whole result (`RESULT`). The study ends up as a search
 leaves it: finished trials COMPLETE (or FAIL) with derived knob points, trials a scheduler
 stopped PRUNED with their last report (`condsearch.last_report`, `condsearch.stopped_at_epoch`).
+
+`MOASHAScheduler(space)` is the space's multi-objective successive halving
+(`search.scheduler.mo_asha`) as a Tune scheduler, the rule `condsearch search` applies on both
+backends: at each rung epoch it ranks the trials' reports on all the space's objectives at once
+(non-dominated sorting, then crowding distance; infeasible results last) and stops those outside
+the top 1/reduction_factor. Pass it as `TuneConfig(scheduler=condsearch.tune.MOASHAScheduler(
+space))` in place of ASHA above; `scheduler.rule` (a `condsearch.schedule.MOASHA`) holds every
+rung result.
 """
 
 from condsearch.track._target import TrackingTarget
+from condsearch.train._interim import subset_indices
 from condsearch.tune._keys import (
     ACCURACY,
     ATTR_LAST_REPORT,
@@ -36,12 +45,13 @@ from condsearch.tune._keys import (
     RUN_ID,
     TAG_STOPPED_EARLY,
 )
-from condsearch.tune._reports import result_of, subset_indices
+from condsearch.tune._reports import result_of
+from condsearch.tune._scheduler import MOASHAScheduler
 from condsearch.tune._searcher import Searcher
 from condsearch.tune._trainable import trainable
 
 __all__ = [
     "ACCURACY", "ATTR_LAST_REPORT", "ATTR_STOPPED_AT", "EPOCH", "FLOPS_SAMPLES", "FLOPS_SUBSET",
-    "LOSS", "RESULT", "RUN_ID", "Searcher", "TAG_STOPPED_EARLY", "TrackingTarget", "result_of",
-    "subset_indices", "trainable",
+    "LOSS", "MOASHAScheduler", "RESULT", "RUN_ID", "Searcher", "TAG_STOPPED_EARLY",
+    "TrackingTarget", "result_of", "subset_indices", "trainable",
 ]

@@ -19,17 +19,11 @@ RUN_ID: Final = "condsearch_run_id"
 #: the final report only: the whole TrialResult as JSON (values, knobs, derived points)
 RESULT: Final = "condsearch_result"
 
-#: a per-epoch report measures FLOPs on at most this many validation samples ...
-FLOPS_SUBSET: Final = 256
-#: ... chosen once by a permutation under this seed, the same samples for every trial and epoch
-FLOPS_SUBSET_SEED: Final = 0
+# ---- declared elsewhere, re-exported under the names the Ray pieces use -------------------------
 
-# ---- Optuna trial user attributes the Searcher writes -------------------------------------------
-
-# Declared with the other study attributes, in condsearch/_names.py.
-from condsearch._names import ATTR_LAST_REPORT, ATTR_STOPPED_AT  # noqa: E402,F401
-
-# ---- MLflow --------------------------------------------------------------------------------------
-
-#: on a trial run a scheduler stopped early (ended KILLED): the last epoch it reported
-TAG_STOPPED_EARLY: Final = "condsearch.stopped_early"
+# The study attributes and MLflow tags live with the others in condsearch/_names.py; a per-epoch
+# report measures FLOPs on at most FLOPS_SUBSET validation samples, chosen by a permutation under
+# FLOPS_SUBSET_SEED: a multi-fidelity rung's subset (condsearch/train/_interim.py).
+from condsearch._names import ATTR_LAST_REPORT, ATTR_STOPPED_AT, TAG_STOPPED_EARLY  # noqa: E402,F401
+from condsearch.train._interim import INTERIM_SAMPLES as FLOPS_SUBSET  # noqa: E402,F401
+from condsearch.train._interim import INTERIM_SEED as FLOPS_SUBSET_SEED  # noqa: E402,F401

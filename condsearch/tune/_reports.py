@@ -20,7 +20,6 @@ from condsearch.tune._keys import (
     ACCURACY,
     EPOCH,
     FLOPS_SAMPLES,
-    FLOPS_SUBSET_SEED,
     LOSS,
     RESULT,
     RUN_ID,
@@ -32,18 +31,6 @@ def metric_keys(objectives: list[tuple[str, str]]) -> list[str]:
     return [OBJECTIVE_METRICS[name] for name, _ in objectives]
 
 
-def subset_indices(n: int, limit: int) -> Any:
-    """The validation samples an epoch's FLOPs are measured on: the first `limit` of a
-    permutation of `range(n)` seeded with FLOPS_SUBSET_SEED, sorted; all `n` when n <= limit.
-    The same samples for every trial and epoch of a task, so reports compare."""
-    import torch
-
-    if n <= limit:
-        return torch.arange(n)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(FLOPS_SUBSET_SEED))
-    return order[:limit].sort().values
-
-
 def epoch_report(epoch: int, record: dict[str, float], measured: dict[str, float],
                  objectives: list[tuple[str, str]], run_id: str | None,
                  samples: int) -> dict[str, Any]:
@@ -51,7 +38,7 @@ def epoch_report(epoch: int, record: dict[str, float], measured: dict[str, float
     report = {EPOCH: epoch, LOSS: float(record["train_loss"]),
               ACCURACY: float(record["val_accuracy"]), FLOPS_SAMPLES: samples,
               RUN_ID: run_id or ""}
-    for key in metric_keys(objectives):
+    for key in [*metric_keys(objectives), "params"]:
         report.setdefault(key, float(measured.get(key, math.nan)))
     return report
 

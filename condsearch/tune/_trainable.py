@@ -10,12 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from condsearch.orchestrate._trial import TrialResult, TrialSpec, run_trial
+from condsearch.orchestrate._trial import TrialResult, TrialSpec, eval_batch_size, run_trial
 from condsearch.space._bounds import TrialLimits
 from condsearch.track._target import TrackingTarget
+from condsearch.train._interim import interim_metrics, subset_indices
 from condsearch.tune._checkpoint import load_checkpoint, write_checkpoint
 from condsearch.tune._keys import FLOPS_SUBSET
-from condsearch.tune._reports import epoch_report, final_report, metric_keys, subset_indices
+from condsearch.tune._reports import epoch_report, final_report, metric_keys
 
 
 @dataclass(frozen=True)
@@ -120,44 +121,13 @@ class EpochReporter:
         model, x_val = self.state.model, self.state.task.val[0]
         idx = subset_indices(int(x_val.shape[0]), self.plan.flops_samples)
         x = x_val[idx].to(self.state.device)
-        return subset_metrics(model, x, self.plan.objectives, _eval_batch(self.spec)), len(idx)
+        keys = metric_keys(self.plan.objectives)
+        return interim_metrics(model, x, keys, eval_batch_size(self.spec.arch)), len(idx)
 
     def final(self, result: TrialResult) -> dict[str, Any]:
         """The final report (the full validation set's values, or NaN for a failed trial)."""
         return final_report(result, self.epoch, self.loss, self.plan.objectives,
                             self.val_samples)
-
-
-def subset_metrics(model: Any, x: Any, objectives: list[tuple[str, str]],
-                   batch: int) -> dict[str, float]:
-    """Mean per-sample FLOPs of `x` (and params, batch-1 latency when they are objectives),
-    leaving the RNG streams and the train/eval mode as they were: the trial then trains exactly
-    as it does on the local backend."""
-    import torch
-
-    from condsearch.cost import batch1_latency_ms, count_params, per_sample_flops
-
-    keys = metric_keys(objectives)
-    was_training = model.training
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        model.eval()
-        try:
-            flops = [per_sample_flops(model, x[i : i + batch])[1] for i in range(0, len(x), batch)]
-            measured = {"flops": float(torch.cat(flops).double().mean())}
-            if "params" in keys:
-                measured["params"] = float(count_params(model))
-            if "latency_ms" in keys:
-                measured["latency_ms"] = batch1_latency_ms(model, x)
-        finally:
-            model.train(was_training)
-    return measured
-
-
-def _eval_batch(spec: TrialSpec) -> int:
-    from condsearch.space import TRAIN_PARAMS, complete
-
-    return int(complete(TRAIN_PARAMS, spec.arch.get("train"))["eval_batch_size"])
 
 
 def close_abandoned_runs(spec: TrialSpec) -> None:

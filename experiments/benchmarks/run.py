@@ -6,6 +6,10 @@ Runs (or, with `--reuse`, reads the JSON last written by) each benchmark beside 
 - `realized_savings.py`: how much of each component's FLOPs saving shows as wall-clock saving;
 - `orchestration.py`: per-trial overhead of a search, local and on Ray, its growth over 1,000
   trials, memory, and scaling (trials per hour at Ray concurrency 1 and 2);
+- `contention.py`: the quick start's CPU time beside busy processes against a quiet machine;
+
+and reads the results of the studies too long to run with them (`experiments/multi_fidelity`,
+about two hours: its hypervolume ratios at equal compute);
 
 then writes `RESULTS.md` and `results.json` (the machine, every figure, its target from the
 docs/architecture.md's "Performance targets", ✓ or ✗, and for each ✗ the profiled reason).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +44,9 @@ BENCHMARKS = {
     "contention": ([], ["--quick", "--trials", "2"]),
 }
 
+#: studies too long to run here (hours): the report reads the results they last wrote
+STUDIES = {"multi_fidelity": HERE.parent / "multi_fidelity" / "results.json"}
+
 #: Why a figure misses its target, from the profiles in README.md (keyed by a prefix of the
 #: figure's name); shown beside every ✗.
 WHY = {
@@ -57,6 +65,9 @@ WHY = {
                             "mediators removes rows, not time (fused kernels would close it)",
     "realized_savings/moe": "expert dispatch (gather, per-expert GEMMs, index_add) against one "
                             "fused GEMM; the all-experts row swings with machine load",
+    "multi_fidelity": "see experiments/multi_fidelity/README.md, which measures why (the rank "
+                      "correlation of early-rung accuracy with final accuracy, the trials each "
+                      "configuration trained to the end)",
     "orchestration/local overhead": "per trial ~70 ms of MLflow SQLite store calls (run create, "
                                     "one log_batch, weights artifact, end) and ~50 ms of Optuna "
                                     "SQLite transactions (tell, attributes, derived trials), each "
@@ -147,8 +158,33 @@ def contention_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def multi_fidelity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ratios of `tpe_mo_asha`'s hypervolume at equal compute to the full-budget default
+    sampler's and to Syne Tune's MOASHA (its own README says why a target is missed)."""
+    rows = []
+    names = {"tpe_full": "the full-budget default sampler",
+             "syne_tune_moasha": "Syne Tune's MOASHA (as shipped)",
+             "syne_tune_moasha_ranked": "Syne Tune's MOASHA given correct ranks"}
+    for against, entry in report.get("ratios", {}).items():
+        if entry.get("skipped") or against not in names:
+            continue
+        for kind, label in (("hypervolume", "with derived points"),
+                            ("hypervolume_trained_only", "trained points only")):
+            ratio = entry.get(kind, {}).get("ratio")
+            if ratio is None or not math.isfinite(ratio):
+                continue
+            primary = kind == "hypervolume" and against in ("tpe_full", "syne_tune_moasha")
+            rows.append(_row(
+                "multi_fidelity", f"hypervolume at {report['budget_epochs']} epochs, mo_asha + "
+                f"default sampler / {names[against]}, {label}", ratio, "×",
+                f"≥ {entry['target']:g}" if primary else "none (informational)",
+                (ratio >= entry["target"]) if primary else None, "multi_fidelity"))
+    return rows
+
+
 ROWS = {"flop_counting": flop_counting_rows, "realized_savings": realized_savings_rows,
-        "orchestration": orchestration_rows, "contention": contention_rows}
+        "orchestration": orchestration_rows, "contention": contention_rows,
+        "multi_fidelity": multi_fidelity_rows}
 
 
 def _value(row: dict[str, Any]) -> str:
@@ -174,7 +210,8 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
              "measured on.", "",
              f"**{met} targets met, {len(missed)} missed**, "
              f"{sum(r['ok'] is None for r in rows)} figures informational.", ""]
-    for bench in ("flop_counting", "realized_savings", "orchestration", "scaling", "contention"):
+    for bench in ("flop_counting", "realized_savings", "orchestration", "scaling", "contention",
+                  "multi_fidelity"):
         chosen = [r for r in rows if r["benchmark"] == bench]
         if not chosen:
             continue
@@ -250,6 +287,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                          "machine": _machine_of(report),
                          "seconds": seconds or report.get("seconds")}
         rows += ROWS[name](report)
+    for name, path in STUDIES.items():  # read, never run: see each study's README
+        if path.exists():
+            report = json.loads(path.read_text())
+            stamp, load = _when(path, report)
+            sources[name] = {"json": str(path.relative_to(HERE.parent)), "measured": stamp,
+                             "load": load, "machine": _machine_of(report.get("settings", {})),
+                             "seconds": report.get("settings", {}).get("seconds")}
+            rows += ROWS[name](report)
     host = machine(1)
     (args.out / "RESULTS.md").write_text(markdown(rows, sources, host))
     (args.out / "results.json").write_text(json.dumps(

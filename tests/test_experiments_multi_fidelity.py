@@ -1,0 +1,81 @@
+"""The multi-fidelity study's short version (the full one is
+`python experiments/multi_fidelity/run.py`): five configurations at equal compute, Syne Tune's
+arm measured when `syne_tune` imports (PYTHONPATH) and recorded as skipped otherwise."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+CONFIGS = {"tpe_mo_asha", "tpe_full", "random_mo_asha", "random_full", "syne_tune_moasha"}
+
+
+def _between_0_and_1(value: float) -> bool:
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+@pytest.mark.slow  # a reproduction's short version (about 80 s here)
+@pytest.mark.usefixtures("fashion_mnist")
+def test_the_short_study_compares_every_configuration_at_equal_compute(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    done = subprocess.run([sys.executable, "experiments/multi_fidelity/run.py", "--quick",
+                           "--out", str(out), "--runs", str(runs)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    budget = results["budget_epochs"]
+    assert results["settings"]["quick"] is True and results["settings"]["seeds"] == [0]
+    assert set(results["configs"]) == CONFIGS
+    assert results["rung_levels"] == [1, 3] and results["levels"][-1] == budget
+    for config, entry in results["configs"].items():
+        if entry["skipped"]:
+            # only Syne Tune's arm may be skipped, and only with its reason
+            assert config == "syne_tune_moasha" and "syne_tune" in entry["reason"]
+            assert "syne-tune==0.16.0" in done.stdout  # the one-line install hint
+            continue
+        assert entry["seeds"] == [0]
+        assert _between_0_and_1(entry["hypervolume"]["mean"])
+        assert entry["hypervolume_trained_only"]["mean"] <= entry["hypervolume"]["mean"] + 1e-12
+        for row in results["runs"][config]:
+            assert row["spent_epochs"] >= budget, (config, row["spent_epochs"])
+            assert row["cut_epochs"] <= budget
+            assert row["finished_in_cut"] >= 1, config  # the first trial always runs to the end
+            curve = [row["curve"][str(b)] for b in results["levels"]]
+            assert all(_between_0_and_1(v) for v in curve)
+            assert curve == sorted(curve)  # more compute never shrinks the front
+            assert curve[-1] == row["hypervolume"]
+    full = results["runs"]["tpe_full"][0]
+    assert full["trials_in_cut"] == full["finished_in_cut"] == budget // results["epochs"]
+    assert set(results["ratios"]) >= {"tpe_full", "syne_tune_moasha"}
+    assert results["ratios"]["tpe_full"]["target"] == 1.15
+    assert "tpe_full" in results["rank_correlation"]
+    readme = (out / "README.md").read_text()
+    assert "| configuration | HV @ B, with sweep | HV @ B, trained only |" in readme
+    assert "Quick run" in readme
+    for name in ("hypervolume.png", "fronts.png"):
+        assert (out / name).exists(), name
+
+
+def test_the_equal_compute_cut_keeps_the_trials_within_the_budget_in_the_order_they_ran(
+        monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "multi_fidelity"))
+    import equal_compute as measures
+    Record = measures.TrialRecord
+    records = [Record(0, "COMPLETE", 9, True, point=(0.8, 50.0), derived=[(0.7, 20.0)]),
+               Record(1, "PRUNED", 1, False),
+               Record(2, "PRUNED", 3, False),
+               Record(3, "COMPLETE", 9, True, point=(0.9, 80.0)),
+               Record(4, "COMPLETE", 9, True, point=(0.95, 10.0))]
+    assert [r.number for r in measures.within(records, 13)] == [0, 1, 2]
+    assert [r.number for r in measures.within(records, 22)] == [0, 1, 2, 3]
+    assert measures.spent(records) == 31
+    # the derived point counts with the sweep, not without it
+    assert measures.hypervolume_at(records, 9, 100.0) > measures.hypervolume_at(
+        records, 9, 100.0, derived=False) == pytest.approx(0.8 * 0.5)
+    # a trial past the budget never enters the front, however good
+    assert measures.hypervolume_at(records, 30, 100.0) < 0.95 * 0.9
+    assert measures.spearman([(1, 2), (2, 3), (3, 5), (4, 4)]) == pytest.approx(0.8)
+    assert math.isnan(measures.spearman([(1, 2), (1, 3), (1, 4)]))
