@@ -32,6 +32,19 @@ class AdaptiveBlock(nn.Module):
     def reset_stats(self) -> None:
         """Forget accumulated routing statistics."""
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        """The counters `routing_stats` is computed from, as tensors that add up: the state of
+        two evaluations run apart (two ranks sharing one) is the sum of theirs, and
+        `load_stats_state(sum)` makes `routing_stats()` report them together. Empty for a
+        block without statistics; a block whose statistics are no sums of counters reports,
+        in a sharded evaluation, what its own rank saw."""
+        return {}
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the counters with `state` (keys and shapes as `stats_state` gives them)."""
+        if state:
+            raise KeyError(f"{type(self).__name__} keeps no statistics counters {sorted(state)}")
+
     def inference_knobs(self) -> dict[str, float]:
         """Settings that change what runs at inference without retraining."""
         return {}

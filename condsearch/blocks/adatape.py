@@ -194,6 +194,12 @@ class AdaTape(AdaptiveBlock):
     def reset_stats(self) -> None:
         self._length_counts.zero_()
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        return {"length_counts": self._length_counts.clone()}
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._length_counts.copy_(state["length_counts"])
+
     def inference_knobs(self) -> dict[str, float]:
         return {"theta": self.theta}
 

@@ -356,6 +356,20 @@ class CIGTTrellis(AdaptiveBlock):
             getattr(self, f"_class_route{layer}").zero_()
         self._last_routes = {}
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        # counts only: the mutual information is computed from the summed class-route tables
+        state = {"samples": torch.tensor(self._samples, dtype=torch.int64)}
+        for layer in self.routed_layers:
+            state[f"usage{layer}"] = torch.tensor(self._usage[layer], dtype=torch.int64)
+            state[f"class_route{layer}"] = getattr(self, f"_class_route{layer}").clone()
+        return state
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._samples = int(state["samples"])
+        for layer in self.routed_layers:
+            self._usage[layer] = [int(v) for v in state[f"usage{layer}"].tolist()]
+            getattr(self, f"_class_route{layer}").copy_(state[f"class_route{layer}"])
+
     def inference_knobs(self) -> dict[str, float]:
         return {"multipath_threshold": self.multipath_threshold}
 

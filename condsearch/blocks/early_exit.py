@@ -122,6 +122,12 @@ class EarlyExit(AdaptiveBlock):
     def reset_stats(self) -> None:
         self._exit_counts.zero_()
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        return {"exit_counts": self._exit_counts.clone()}
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._exit_counts.copy_(state["exit_counts"])
+
     def inference_knobs(self) -> dict[str, float]:
         return {"threshold": self.threshold}
 

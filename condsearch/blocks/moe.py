@@ -125,6 +125,15 @@ class MoEFeedForward(AdaptiveBlock):
         self._dropped.zero_()
         self._assigned.zero_()
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        return {"load": self._load.clone(), "dropped": self._dropped.clone(),
+                "assigned": self._assigned.clone()}
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._load.copy_(state["load"])
+        self._dropped.copy_(state["dropped"])
+        self._assigned.copy_(state["assigned"])
+
     def inference_knobs(self) -> dict[str, float]:
         return {"eval_capacity_factor": self.eval_capacity_factor}
 

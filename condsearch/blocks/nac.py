@@ -445,6 +445,13 @@ class Circuit(CachesEvalConstants, AdaptiveBlock):
     def reset_stats(self) -> None:
         self._eval_batches = 0
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        # the statistics derive from the weights; the count only says whether any batch ran
+        return {"eval_batches": torch.tensor(self._eval_batches, dtype=torch.int64)}
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._eval_batches = int(state["eval_batches"])
+
     def inference_knobs(self) -> dict[str, float]:
         return {"keep_ratio": self.keep_ratio}
 

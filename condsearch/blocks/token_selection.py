@@ -84,6 +84,13 @@ class TokenSelection(AdaptiveBlock):
         self._kept = 0
         self._seen = 0
 
+    def stats_state(self) -> dict[str, torch.Tensor]:
+        return {"kept": torch.tensor(self._kept, dtype=torch.int64),
+                "seen": torch.tensor(self._seen, dtype=torch.int64)}
+
+    def load_stats_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._kept, self._seen = int(state["kept"]), int(state["seen"])
+
     def inference_knobs(self) -> dict[str, float]:
         return {"keep_ratio": self.keep_ratio}
 

@@ -1,4 +1,9 @@
-"""Score a trained candidate on a split: accuracy, per-sample FLOPs, routing statistics."""
+"""Score a trained candidate on a split: accuracy, per-sample FLOPs, routing statistics.
+
+Each function takes `dist` (default: one process): with a data-parallel group, batch k (the
+same slice a single process evaluates) runs on rank k % dist.eval_ranks and the results are
+merged, so every rank returns what a single process would have for the same weights.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from condsearch.blocks import (
     set_inference_knobs,
 )
 from condsearch.cost import per_sample_flops
+from condsearch.train._distributed import SINGLE, Dist
 
 
 @dataclass
@@ -50,44 +56,57 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def accuracy(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], batch_size: int,
-             device: torch.device) -> float:
+             device: torch.device, dist: Dist = SINGLE) -> float:
     """Plain eval-mode accuracy (no FLOP counting), for per-epoch monitoring."""
     was_training = model.training
     model.eval()
     x, y = data
     correct = 0
+    starts = range(0, x.shape[0], batch_size)
     with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
+        for k in dist.eval_batches(len(starts)):
+            start = starts[k]
             xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
             correct += int((model(xb).argmax(-1) == yb).sum())
     model.train(was_training)
+    (correct,) = dist.sum_(correct)
     return correct / max(1, x.shape[0])
 
 
 def evaluate(model: nn.Module, task: Any, split: str = "val", batch_size: int = 256,
-             device: torch.device | str | None = None) -> Evaluation:
-    """Accuracy and per-sample FLOPs of `model` on a split, in one counted pass per batch."""
+             device: torch.device | str | None = None, dist: Dist = SINGLE) -> Evaluation:
+    """Accuracy and per-sample FLOPs of `model` on a split, in one counted pass per batch.
+
+    With `dist`, every rank returns the same Evaluation, and the blocks' routing counters
+    hold the whole split's afterwards on every rank."""
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device).eval()
     reset_routing_stats(model)
     x, y = _split(task, split)
-    correct, flops = 0, []
-    for start in range(0, x.shape[0], batch_size):
+    correct, flops = 0, {}
+    starts = range(0, x.shape[0], batch_size)
+    for k in dist.eval_batches(len(starts)):
+        start = starts[k]
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
         out, f = per_sample_flops(model, xb)
         observe_targets(model, yb)
         correct += int((out.argmax(-1) == yb).sum())
-        flops.append(f)
+        flops[k] = f
+    (correct,) = dist.sum_(correct)
+    dist.reduce_stats(model)
     stats = routing_stats(model)
-    return Evaluation(correct / max(1, x.shape[0]), torch.cat(flops), stats)
+    return Evaluation(correct / max(1, x.shape[0]),
+                      torch.cat(dist.gather_batches(flops, len(starts))), stats)
 
 
 def sweep_knobs(model: nn.Module, task: Any, knobs: dict[str, list[float]], split: str = "val",
-                batch_size: int = 256) -> list[tuple[dict[str, float], Evaluation]]:
+                batch_size: int = 256, dist: Dist = SINGLE
+                ) -> list[tuple[dict[str, float], Evaluation]]:
     """Evaluate every combination of inference-knob values on the same weights.
 
     Settings equal to the model's current knobs are skipped (the trial itself is that point);
-    the model's knobs are restored afterwards.
+    the model's knobs are restored afterwards. With `dist` the ranks run the settings in
+    lock-step, each evaluation sharded.
     """
     original = inference_knobs(model)
     relevant = {k: v for k, v in knobs.items() if k in original}
@@ -99,7 +118,7 @@ def sweep_knobs(model: nn.Module, task: Any, knobs: dict[str, list[float]], spli
             if all(original[k] == v for k, v in setting.items()):
                 continue
             set_inference_knobs(model, setting)
-            points.append((setting, evaluate(model, task, split, batch_size)))
+            points.append((setting, evaluate(model, task, split, batch_size, dist=dist)))
     finally:
         set_inference_knobs(model, original)
     return points

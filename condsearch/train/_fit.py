@@ -2,6 +2,8 @@
 
 A fit can be saved after any epoch and resumed from it (`FitState`): the resumed fit continues
 the same schedule, batch order and random streams, so it ends where an uninterrupted one would.
+With `dist` (a `condsearch.train._distributed.Dist` of two or more ranks) each rank trains its
+share of every global batch under DDP; that module's docstring says what changes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from condsearch.blocks import adaptive_blocks, total_aux_loss
 from condsearch.space import TRAIN_PARAMS, complete
 from condsearch.train._device import seed_everything
+from condsearch.train._distributed import SINGLE, Dist, TrainingTimedOut
 from condsearch.train._evaluate import accuracy
 
 
@@ -42,6 +45,8 @@ def _schedule(total_steps: int, warmup_fraction: float) -> Callable[[int], float
 class FitState:
     """A handle on one fit: `save()` after an epoch gives its state as tensors and plain data;
     a FitState made from that state and passed to `fit` resumes training where it stood.
+    In a data-parallel fit every rank holds the same model, optimizer and batch order after
+    each epoch, so rank 0's `save()` is the checkpoint and every rank resumes from it.
 
     While the fit runs it holds the live `model`, `task`, `device`, `epoch` and `step`, so an
     epoch callback can measure the model or save a checkpoint.
@@ -113,6 +118,18 @@ def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return loss if aux is None else loss + aux
 
 
+class TrainingLoss(nn.Module):
+    """`training_loss` of `model` as a module, `forward(x, y)`: what a data-parallel fit wraps
+    in DDP, so every branch that reaches the loss (aux losses included) is in DDP's graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return training_loss(self.model, x, y)
+
+
 def fit(
     model: nn.Module,
     task: Any,
@@ -122,6 +139,7 @@ def fit(
     seed: int,
     on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
     state: FitState | None = None,
+    dist: Dist = SINGLE,
 ) -> list[dict[str, float]]:
     """Train `model` on task.train and return one record per epoch (train_loss, val_accuracy).
 
@@ -129,6 +147,13 @@ def fit(
     (`condsearch.space.TRAIN_PARAMS`). `steps`, when set, is the budget; otherwise `epochs`.
     `state`, when given, is filled with the live fit (see FitState); a state holding a saved
     fit resumes it after its last epoch (the history returned includes the earlier epochs).
+
+    `dist` (default: one process) trains data-parallel: rank r takes rows [r::W] of each
+    global batch of `batch_size`, DDP averages the gradients, the ranks agree on a non-finite
+    loss (`TrainingDiverged` on all of them at the same step) and on `dist.deadline`
+    (`TrainingTimedOut`), the epoch's loss is summed over the ranks, rank 0's buffers are
+    broadcast before each epoch's evaluation and callback, and `val_accuracy` is sharded. Every
+    rank returns the same history.
     """
     cfg = complete(TRAIN_PARAMS, cfg)
     seed_everything(seed)
@@ -148,10 +173,13 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     state = state if state is not None else FitState()
     state._attach(model, task, device, optimizer, scheduler, generator)
+    # Wrapped after a resumed state is loaded, so DDP starts from the same weights everywhere.
+    trainee = dist.wrap(model)
     history, step = state.history, state.step
     blocks = adaptive_blocks(model)
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
+            dist.seed_epoch(seed, epoch)
             model.train()
             order = torch.randperm(n, generator=generator).to(device)
             running, seen = 0.0, 0
@@ -159,24 +187,35 @@ def fit(
                 if step >= total:
                     break
                 idx = order[start : start + batch]
+                rows = dist.rows(idx)
                 for block in blocks:
                     block.training_progress(step, per_epoch)
                 with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
-                    loss = training_loss(model, x_train[idx], y_train[idx])
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step + 1} (epoch {epoch})")
+                    loss = trainee(x_train[rows], y_train[rows])
+                finite = bool(torch.isfinite(loss))
+                diverged, late = dist.agree(not finite, dist.past_deadline())
+                if diverged:
+                    where = f"at step {step + 1} (epoch {epoch})"
+                    raise TrainingDiverged(f"loss became {loss.item()} {where}" if not finite
+                                           else f"loss became non-finite on another rank {where}")
+                if late:
+                    raise TrainingTimedOut(f"past the deadline at step {step + 1} (epoch {epoch})")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                weight = dist.loss_weight(idx.numel())
+                (loss if weight == 1.0 else loss * weight).backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                running += loss.item() * idx.numel()
-                seen += idx.numel()
+                own = dist.own_rows(idx.numel())
+                running += loss.item() * own
+                seen += own
+            running, seen = dist.sum_(running, seen)
+            dist.sync_buffers(model)
             record = {
                 "train_loss": running / max(1, seen),
-                "val_accuracy": accuracy(model, task.val, int(cfg["eval_batch_size"]), device),
+                "val_accuracy": accuracy(model, task.val, int(cfg["eval_batch_size"]), device,
+                                         dist),
             }
             history.append(record)
             state.epoch, state.step = epoch, step
@@ -184,5 +223,6 @@ def fit(
                 on_epoch(epoch, epochs, record)
     finally:
         state._detach()
+        del trainee
     del optimizer, scheduler
     return list(history)

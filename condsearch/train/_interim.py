@@ -24,24 +24,36 @@ def subset_indices(n: int, limit: int = INTERIM_SAMPLES) -> Any:
     return order[:limit].sort().values
 
 
-def interim_metrics(model: Any, x: Any, keys: list[str], batch: int) -> dict[str, float]:
+def interim_metrics(model: Any, x: Any, keys: list[str], batch: int,
+                    dist: Any = None) -> dict[str, float]:
     """Mean per-sample FLOPs of `x`, the parameter count, and batch-1 latency when `keys` (metric
     keys) names it, leaving the RNG streams and the train/eval mode as they were: the trial then
-    trains exactly as it would unmeasured."""
+    trains exactly as it would unmeasured.
+
+    With `dist` (a `condsearch.train._distributed.Dist`) the FLOPs batches are sharded over its
+    evaluation ranks and gathered, the latency is timed on rank 0 alone while the others wait
+    (so none competes for the cores) and sent to them: every rank returns the same figures."""
     import torch
 
     from condsearch.cost import batch1_latency_ms, count_params, per_sample_flops
+    from condsearch.train._distributed import SINGLE
 
+    dist = SINGLE if dist is None else dist
     was_training = model.training
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         model.eval()
         try:
-            flops = [per_sample_flops(model, x[i : i + batch])[1] for i in range(0, len(x), batch)]
+            starts = range(0, len(x), batch)
+            flops = {k: per_sample_flops(model, x[starts[k] : starts[k] + batch])[1]
+                     for k in dist.eval_batches(len(starts))}
+            flops = dist.gather_batches(flops, len(starts))
             measured = {"flops": float(torch.cat(flops).double().mean()),
                         "params": float(count_params(model))}
             if "latency_ms" in keys:
-                measured["latency_ms"] = batch1_latency_ms(model, x)
+                dist.barrier()
+                latency = batch1_latency_ms(model, x) if dist.rank == 0 else None
+                measured["latency_ms"] = dist.from_rank0(latency)
         finally:
             model.train(was_training)
     return measured
