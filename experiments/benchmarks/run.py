@@ -179,7 +179,28 @@ def multi_fidelity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"default sampler / {names[against]}, {label}", ratio, "×",
                 f"≥ {entry['target']:g}" if primary else "none (informational)",
                 (ratio >= entry["target"]) if primary else None, "multi_fidelity"))
+    why = _multi_fidelity_why(report)
+    for row in rows:
+        if row["ok"] is False and why:
+            row["why"] = why
     return rows
+
+
+def _multi_fidelity_why(report: dict[str, Any]) -> str:
+    """The study's measured reasons, from its results: the headroom any search showed over the
+    full-budget sampler, and how well an early rung's accuracy predicts the final one."""
+    ceiling = report.get("ceiling", {}).get("ratio_over_tpe_full")
+    full = report.get("rank_correlation", {}).get("all full-budget", {})
+    parts = []
+    if ceiling is not None and math.isfinite(ceiling):
+        parts.append(f"the union of every front found at the budget has {ceiling:.3f}× the "
+                     "full-budget sampler's hypervolume (the most any search could show)")
+    if full:
+        parts.append("early rungs rank candidates poorly (Spearman ρ of accuracy at " + ", ".join(
+            f"epoch {e} with the final one {v['spearman']:.2f}" for e, v in full.items()
+            if math.isfinite(v["spearman"])) + f", over {max(v['trials'] for v in full.values())}"
+            " full-budget trials)")
+    return "; ".join(parts) + " (experiments/multi_fidelity/README.md)" if parts else ""
 
 
 ROWS = {"flop_counting": flop_counting_rows, "realized_savings": realized_savings_rows,
