@@ -162,3 +162,24 @@ def test_the_driver_state_names_are_optuna_search_attributes(searcher):
     assert not set(rp.DRIVER_STATE) & set(kept)
     assert "_completed_trials" in kept
     pickle.dumps(kept)
+
+
+def test_a_stopped_data_parallel_trial_reaches_its_train_controller_and_report_queue():
+    """`_ray_private.abort_train_run` calls the controller's `abort` (Ray Train's own Ctrl-C
+    path) and drains the Tune session's inter-actor queue, the one `TuneReportCallback` puts
+    reports on. (That it ends a stopped trial's workers, their placement group and the
+    cleaner is tests/test_search_data_parallel_ray.py's MO-ASHA test.)"""
+    import inspect
+
+    pytest.importorskip("ray.train", reason="the ray backend needs pip install 'condsearch[ray]'")
+    from ray.train._internal.session import _TrainSession
+    from ray.train.v2._internal.execution.controller.controller import TrainController
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from condsearch.orchestrate import _ray_private as rp
+
+    assert callable(rp.abort_train_run)
+    assert inspect.iscoroutinefunction(TrainController.abort)
+    assert "self._inter_actor_queue" in inspect.getsource(
+        _TrainSession._get_or_create_inter_actor_queue)
+    assert "_get_or_create_inter_actor_queue" in inspect.getsource(TuneReportCallback.__init__)

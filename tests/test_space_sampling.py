@@ -184,7 +184,8 @@ def test_to_dict_fills_every_default():
     plain = parse_space(CONDITIONAL).to_dict()
     assert plain["train"]["weight_decay"] == 0.05 and plain["search"] == {
         "trials": 12, "seed": 0, "concurrency": 1, "cpus_per_trial": None, "gpus_per_trial": 0.0,
-        "max_retries": 2, "trial_timeout": 21600.0, "max_memory_gb": None, "scheduler": None}
+        "max_retries": 2, "trial_timeout": 21600.0, "max_memory_gb": None, "scheduler": None,
+        "workers_per_trial": 1}
     assert plain["model"]["components"]["early_exit"]["loss_weight"] == 0.5
     assert plain["model"]["depth"] == {"int": [2, 4], "step": 1, "log": False}
     assert plain["objectives"] == ["accuracy", "flops"]

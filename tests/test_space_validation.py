@@ -52,8 +52,8 @@ def test_an_unknown_key_suggests_the_closest_valid_key():
 def test_an_unknown_key_with_no_close_match_lists_the_valid_ones():
     (line,) = problems(VALID + "search:\n  zzz: 1\n")
     assert line == ("space.yaml:9: search.zzz: unknown key; expected one of: trials, seed, "
-                    "concurrency, cpus_per_trial, gpus_per_trial, max_retries, trial_timeout, "
-                    "max_memory_gb, scheduler")
+                    "concurrency, cpus_per_trial, gpus_per_trial, max_retries, "
+                    "workers_per_trial, trial_timeout, max_memory_gb, scheduler")
 
 
 def test_a_wrong_type_names_the_expected_type():

@@ -54,6 +54,20 @@ def _resolve_space(space: Any, overrides: list[str] | None):
     return load_space(space, overrides, trust_code=True)
 
 
+def in_process_only(space: Any, instead: str) -> None:
+    """Refuse (SpaceError, one line at the key's file:line) a space whose trials train on
+    several data-parallel workers (`search.workers_per_trial` > 1) where a trial runs in this
+    process: the local backend, `condsearch.Objective`. Before anything is written."""
+    from condsearch.space import SpaceError
+
+    workers = space.workers_per_trial
+    if workers > 1:
+        raise SpaceError([space.problem(
+            ("search", "workers_per_trial"),
+            f"{workers} workers per trial need the ray backend (here a trial trains in this "
+            f"process); {instead}, or set it to 1")])
+
+
 def search(space: Any, trials: int | None = None, workdir: str | Path | None = None,
            backend: str = "local", tracking_uri: str | None = None, seed: int | None = None,
            overrides: list[str] | None = None, progress: bool = True,
@@ -103,6 +117,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
     if not 0 <= seed <= MAX_SEED:
         raise SearchError(f"seed must be between 0 and {MAX_SEED} (2**31-1, room for the seeds "
                           f"of later trials and resumes), got {seed}")
+    if backend != "ray":
+        in_process_only(space, "pass --backend ray (backend='ray')")
     if backend == "ray":
         try:
             from condsearch.orchestrate._ray import check_tune_config, run_on_ray
@@ -110,7 +126,13 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
             raise SearchError(f"the ray backend needs Ray Tune ({exc}); install it with "
                               "pip install 'condsearch[ray]'") from None
         # refused before anything is written: no study, no parent run
-        check_tune_config(tune_config, space.mo_asha is not None)
+        check_tune_config(tune_config, space.mo_asha is not None, space.workers_per_trial)
+    joined = None
+    if backend == "ray" and space.workers_per_trial > 1:
+        from condsearch.orchestrate._ray import join_ray
+
+        # whether the cluster can place a trial's workers, before anything is written
+        joined = join_ray(space, address)
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     tracking = TrackingRequest(uri=tracking_uri, experiment_name=experiment,
@@ -124,7 +146,8 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
                                                 new_study=new_study) as session:
             if backend == "ray":
                 run_on_ray(session, n_trials, workdir, address, tune_config=tune_config,
-                           run_config=run_config)
+                           run_config=run_config, joined=joined)
+                joined = None  # run_on_ray shut the private instance down
             else:
                 _run_locally(session, n_trials)
     except Exception as exc:
@@ -137,6 +160,11 @@ def search(space: Any, trials: int | None = None, workdir: str | Path | None = N
         if full is None or full is exc:
             raise
         raise full from exc
+    finally:
+        if joined:  # the private Ray instance join_ray started, when run_on_ray never ran
+            import ray
+
+            ray.shutdown()
     return SearchSummary(workdir=workdir, study_name=session.study.study_name, completed=session.completed,
                          failed=session.failed, pruned=session.pruned,
                          front=mark_front(session.keeper.points, space.objectives),

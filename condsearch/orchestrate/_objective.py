@@ -44,7 +44,10 @@ class Objective:
 
     def __init__(self, space: Any, task: Any = None, tracking: Any = None, sweep: bool = True,
                  seed: int | None = None, keep_model: bool = False) -> None:
+        from condsearch.orchestrate._local import in_process_only
+
         self.space = _space(space)
+        in_process_only(self.space, "run condsearch.search(..., backend='ray')")
         self.task = task if task is not None else self.space.task
         self.tracking = tracking
         self.sweep = self.space.sweep if sweep else {}

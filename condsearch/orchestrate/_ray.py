@@ -190,11 +190,10 @@ def _connect(address: str | None) -> str | None:
             f"({private['num_cpus']} CPUs) for this search")
 
 
-def cpus_per_trial(execution: dict[str, Any]) -> float:
-    """The CPUs each trial reserves: `search.cpus_per_trial`, else the cluster's CPUs divided by
-    the concurrency, at most one node's (a trial runs on one node)."""
-    import math
-
+def cpus_per_trial(execution: dict[str, Any], workers: int = 1) -> float:
+    """The CPUs each trial reserves (each of its `workers` data-parallel workers, when more
+    than one): `search.cpus_per_trial`, else the cluster's CPUs divided by the concurrency (and
+    the workers), at most one node's (a process runs on one node)."""
     import ray
 
     if execution.get("cpus_per_trial"):
@@ -202,8 +201,75 @@ def cpus_per_trial(execution: dict[str, Any]) -> float:
     nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
     if not nodes:
         return 1.0
-    share = math.floor(sum(nodes) / max(1, int(execution["concurrency"])))
+    share = math.floor(sum(nodes) / (max(1, int(execution["concurrency"])) * max(1, workers)))
     return float(max(1, min(max(nodes), share)))
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """The resources (`CPU`, `GPU`, `memory`, ...) of each live node of the Ray cluster."""
+    import ray
+
+    return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def worker_slots(nodes: list[dict[str, float]], cpus: float, gpus: float) -> int:
+    """How many workers of `cpus` CPUs and `gpus` GPUs the nodes hold at once (each worker
+    on one node)."""
+    total = 0
+    for node in nodes:
+        fits = math.floor(node.get("CPU", 0.0) / cpus + 1e-9) if cpus > 0 else 10**9
+        if gpus > 0:
+            fits = min(fits, math.floor(node.get("GPU", 0.0) / gpus + 1e-9))
+        total += max(0, fits)
+    return total
+
+
+def check_cluster(space: Any, nodes: list[dict[str, float]], address: str | None) -> int:
+    """How many of `space`'s data-parallel trials (`search.workers_per_trial` workers of
+    `search.cpus_per_trial` CPUs, 1 by default, and `gpus_per_trial` GPUs each) the cluster of
+    `nodes` can run at once; a one-line SpaceError at the key's `file:line` when not one."""
+    from condsearch.space import SpaceError
+
+    workers = space.workers_per_trial
+    cpus = float(space.execution.get("cpus_per_trial") or 1.0)
+    gpus = float(space.execution.get("gpus_per_trial") or 0.0)
+    slots = worker_slots(nodes, cpus, gpus)
+    if slots < workers:
+        where = f"the Ray cluster at {address}" if address else "the local Ray instance"
+        total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
+        held = f"{total_cpus:g} CPU{'s' if total_cpus != 1 else ''}"
+        if gpus:
+            total_gpus = sum(n.get("GPU", 0.0) for n in nodes)
+            held += f" and {total_gpus:g} GPU{'s' if total_gpus != 1 else ''}"
+        need = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "")
+        raise SpaceError([space.problem(
+            ("search", "workers_per_trial"),
+            f"{workers} workers of {need} each cannot be placed at once: {where} holds "
+            f"{held} in {len(nodes)} node{'s' if len(nodes) != 1 else ''}, room for {slots} "
+            "worker(s); lower workers_per_trial (or cpus_per_trial)")])
+    return slots // workers
+
+
+def join_ray(space: Any, address: str | None) -> str | None:
+    """Join (or start) Ray before anything of the search is written, and for data-parallel
+    trials check that Ray Train can run them and the cluster can place a trial's workers
+    (SpaceError / SearchError otherwise, the private instance this started shut down again).
+    The note `_connect` returns."""
+    from condsearch.tune._data_parallel import missing_ray_train
+
+    missing = missing_ray_train()
+    if missing is not None:
+        raise SearchError(f"search.workers_per_trial {space.workers_per_trial}: {missing}")
+    note = _connect(address)
+    try:
+        check_cluster(space, alive_nodes(), address or os.environ.get("RAY_ADDRESS"))
+    except BaseException:
+        if note:
+            import ray
+
+            ray.shutdown()
+        raise
+    return note
 
 
 def _changed(config: Any) -> dict[str, Any]:
@@ -216,9 +282,10 @@ def _changed(config: Any) -> dict[str, Any]:
             and getattr(config, f.name) != getattr(blank, f.name)}
 
 
-def check_tune_config(user: Any, mo_asha: bool) -> None:
+def check_tune_config(user: Any, mo_asha: bool, workers: int = 1) -> None:
     """Refuse (one-line SearchError) a user's TuneConfig that sets what the search supplies:
-    its searcher, its trial count, and its scheduler while `search.scheduler.mo_asha` is on."""
+    its searcher, its trial count, its scheduler while `search.scheduler.mo_asha` is on, and
+    actor reuse with data-parallel trials (`workers` > 1)."""
     mine = _changed(user)
     owned = sorted(k for k in _SEARCH_OWNS if k in mine)
     if owned:
@@ -227,18 +294,27 @@ def check_tune_config(user: Any, mo_asha: bool) -> None:
     if mo_asha and "scheduler" in mine:
         raise SearchError("tune_config may not set scheduler while search.scheduler.mo_asha is "
                           "on: the search stops trials early with MO-ASHA; drop one of them")
+    if workers > 1 and mine.get("reuse_actors"):
+        raise SearchError(f"tune_config may not set reuse_actors with search.workers_per_trial "
+                          f"{workers}: a stopped data-parallel trial's workers would train on "
+                          "behind a reused driver; drop reuse_actors")
 
 
 def _tune_config(searcher: Searcher, n_trials: int, execution: dict[str, Any],
-                 user: Any, scheduler: Any = None) -> Any:
+                 user: Any, scheduler: Any = None, concurrency: int | None = None) -> Any:
     """The search's TuneConfig (with `scheduler`, the space's MO-ASHA, when given) with a
-    user's pieces (scheduler, time budget, ...) laid over."""
+    user's pieces (scheduler, time budget, ...) laid over. `concurrency` replaces the space's
+    (data-parallel trials: what the cluster can place)."""
     from ray import tune
 
-    check_tune_config(user, scheduler is not None)
+    workers = int(execution.get("workers_per_trial", 1))
+    check_tune_config(user, scheduler is not None, workers)
     # Reusing a worker between trials saves starting a process and importing torch each time
-    # (seconds per trial); a trial frees its model and data when it ends.
-    base = dict(max_concurrent_trials=int(execution["concurrency"]), reuse_actors=True)
+    # (seconds per trial); a trial frees its model and data when it ends. Not for a
+    # data-parallel trial: its workers are new each time anyway, and a stopped trial's driver
+    # must end with it (a reused one would wait on the stopped trial's Ray Train run).
+    base = dict(max_concurrent_trials=int(concurrency or execution["concurrency"]),
+                reuse_actors=workers == 1)
     if scheduler is not None:
         base["scheduler"] = scheduler
     return tune.TuneConfig(**{**base, **_changed(user), "search_alg": searcher,
@@ -258,7 +334,8 @@ def _run_config(name: str, workdir: Path, execution: dict[str, Any], user: Any) 
 
 
 def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | None, *,
-               tune_config: Any = None, run_config: Any = None) -> None:
+               tune_config: Any = None, run_config: Any = None,
+               joined: str | None = None) -> None:
     """Run `n_trials` trials as one Ray Tune experiment in `workdir/ray`; a trial whose worker
     dies is retried (`search.max_retries`) from its last epoch's checkpoint.
 
@@ -269,28 +346,49 @@ def run_on_ray(session: Session, n_trials: int, workdir: Path, address: str | No
     space's concurrency and max_retries, reuse_actors=True, DIR/ray, the last checkpoint kept);
     the search always supplies search_alg and num_samples, and with `search.scheduler.mo_asha`
     its scheduler (MO-ASHA: a tune_config bringing another is refused). Trials a scheduler
-    stops early are PRUNED; whatever Ray leaves unfinished (Ctrl-C) is told FAIL."""
+    stops early are PRUNED; whatever Ray leaves unfinished (Ctrl-C) is told FAIL.
+
+    With `search.workers_per_trial` W > 1 each trial is a driver holding no CPU that trains on
+    W Ray Train workers (`condsearch.tune._data_parallel`); the concurrency is cut to the
+    trials whose workers the cluster can place at once, `reuse_actors` is off, and
+    `search.cpus_per_trial` (default: the cluster's CPUs / (concurrency x W)) is each worker's.
+    `joined` is `join_ray`'s note when the search joined Ray before opening its session."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
 
-    check_tune_config(tune_config, session.scheduler is not None)  # before joining Ray
-    note = _connect(address)
+    space = session.space
+    execution = space.execution
+    workers = space.workers_per_trial
+    check_tune_config(tune_config, session.scheduler is not None, workers)  # before joining Ray
+    note = joined or _connect(address)
     if note:
         session.bar.message(note)
-    execution = session.space.execution
-    resources = {"cpu": cpus_per_trial(execution),
-                 "gpu": float(execution["gpus_per_trial"])}
     searcher = SpaceSearcher(session)
     scheduler = None
     if session.scheduler is not None:
-        scheduler = MOASHAScheduler(session.space, rule=session.scheduler,
-                                    on_rung=searcher.on_rung)
-    function = trainable(session.space, session.target, seed=session.seed)
+        scheduler = MOASHAScheduler(space, rule=session.scheduler, on_rung=searcher.on_rung)
+    concurrency = int(execution["concurrency"])
+    if workers > 1:
+        fits = check_cluster(space, alive_nodes(), address or os.environ.get("RAY_ADDRESS"))
+        if fits < concurrency:
+            session.bar.message(f"search.concurrency {concurrency} lowered to {fits}: the Ray "
+                                f"cluster places {fits} trial(s) of {workers} workers at once")
+            concurrency = fits
+        per_worker = cpus_per_trial({**execution, "concurrency": concurrency}, workers)
+        # the driver, already wrapped with its resources (no CPU, a little memory)
+        function = trainable(space, session.target, seed=session.seed,
+                             cpus_per_worker=per_worker)
+    else:
+        resources = {"cpu": cpus_per_trial(execution),
+                     "gpu": float(execution["gpus_per_trial"])}
+        function = tune.with_resources(trainable(space, session.target, seed=session.seed),
+                                       resources)
     tuner = tune.Tuner(
-        tune.with_resources(function, resources),
-        tune_config=_tune_config(searcher, n_trials, execution, tune_config, scheduler),
-        run_config=_run_config(session.space.name, workdir, execution, run_config),
+        function,
+        tune_config=_tune_config(searcher, n_trials, execution, tune_config, scheduler,
+                                 concurrency),
+        run_config=_run_config(space.name, workdir, execution, run_config),
     )
     try:
         tuner.fit()

@@ -1,4 +1,5 @@
-"""Every use condsearch makes of Ray Tune's private API, in one place: OptunaSearch's internals.
+"""Every use condsearch makes of Ray's private API, in one place: OptunaSearch's internals, and
+ending a data-parallel trial's Ray Train run when Ray Tune stops the trial.
 
 Nothing in condsearch calls these any more: the Ray backend's `SpaceSearcher` now subclasses the
 public `condsearch.tune.Searcher`, which subclasses Ray's public `ray.tune.search.Searcher` and
@@ -14,10 +15,12 @@ needed), so an upgrade that renames one fails there loudly.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from ray.tune.search.optuna import OptunaSearch
+if TYPE_CHECKING:  # a trial's driver process imports this module: no Optuna there
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
 
 #: the Ray release every function here was checked against
 CHECKED_AGAINST = "2.60.0"
@@ -64,3 +67,47 @@ def without_driver_state(state: dict[str, Any]) -> dict[str, Any]:
     """A searcher's `__dict__` without OptunaSearch's live driver objects (`DRIVER_STATE`), for
     pickling. Relies on those OptunaSearch attribute names; checked against Ray 2.60.0."""
     return {k: v for k, v in state.items() if k not in DRIVER_STATE}
+
+
+# ---- Ray Train: ending a stopped trial's run ---------------------------------------------------
+
+
+def abort_train_run(controller: Any, timeout: float) -> bool:
+    """Abort a Ray Train V2 run from the Tune trial that started it, as Ray Train's own Ctrl-C
+    handler does: `TrainController.abort` kills the workers, removes their placement group and
+    stops Ray Train's detached PlacementGroupCleaner. (A Tune trial whose actor is just killed
+    takes its controller and workers with it, but leaves the placement group, whose creator
+    job lives on, and the cleaner, which without Ray's State API never notices; the next
+    trial's workers then cannot be placed.)
+
+    While the abort waits, the Tune session's inter-actor queue (where Ray Train's
+    `TuneReportCallback` puts each report, holding one) is drained: a report of the stopped
+    trial stuck in `put` would block the controller's event loop, and the abort with it.
+    Whether it finished within `timeout` seconds. Relies on `TrainController.abort` and
+    `_TrainSession._inter_actor_queue`; checked against Ray 2.60.0."""
+    import ray
+    from ray.train._internal.session import get_session
+    from ray.util.queue import Empty
+
+    session = get_session()
+    queue = getattr(session, "_inter_actor_queue", None) if session is not None else None
+    done = controller.abort.remote()
+    deadline = time.monotonic() + timeout
+    finished = False
+    while time.monotonic() < deadline:
+        ready, _ = ray.wait([done], timeout=0.5)
+        if ready:
+            finished = True
+            break
+        while queue is not None:
+            try:
+                queue.get_nowait()
+            except Empty:
+                break
+            except Exception:  # noqa: BLE001 - the queue's actor is gone: nothing to drain
+                queue = None
+    try:
+        ray.get(done, timeout=0)
+    except Exception:  # noqa: BLE001 - abort ends by exiting the controller's actor
+        pass
+    return finished

@@ -149,13 +149,14 @@ def final_rung(scheduler: MOASHA | None, number: int, result: Any, space: Any
 
 
 def rung_result(state: Any, record: dict[str, float], objectives: list[tuple[str, str]],
-                batch: int) -> dict[str, float]:
+                batch: int, dist: Any = None) -> dict[str, float]:
     """A trial's metrics at a rung: the epoch's accuracy on the whole validation split (the
-    fit's own evaluation) and FLOPs, parameters (and latency) on the fixed validation subset."""
+    fit's own evaluation) and FLOPs, parameters (and latency) on the fixed validation subset.
+    With `dist` (a data-parallel trial's rank) every rank calls it and gets the same figures."""
     from condsearch.train._interim import interim_metrics, subset_indices
 
     x_val = state.task.val[0]
     x = x_val[subset_indices(int(x_val.shape[0]))].to(state.device)
     keys = [OBJECTIVE_METRICS[name] for name, _ in objectives]
-    return {**interim_metrics(state.model, x, keys, batch),
+    return {**interim_metrics(state.model, x, keys, batch, dist),
             "accuracy": float(record["val_accuracy"])}

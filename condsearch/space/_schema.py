@@ -173,6 +173,9 @@ class SearchSpec(Strict):
     cpus_per_trial: Annotated[float, Field(gt=0)] | None = None
     gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
     max_retries: int = Field(2, ge=0)  # reruns of a trial whose worker died
+    #: data-parallel processes training one trial (ray backend); cpus_per_trial and
+    #: gpus_per_trial are then each worker's
+    workers_per_trial: int = Field(1, ge=1)
     #: seconds a trial may run before it is failed; null: no limit
     trial_timeout: Annotated[float, Field(gt=0)] | None = DEFAULT_TRIAL_TIMEOUT_S
     #: GB a trial may plan to use in training; null: a share of the machine's (_bounds.py)

@@ -85,11 +85,15 @@ class SearchSpace:
     """
 
     def __init__(self, doc: SpaceDocument, model: ModelPlan, train: Params, path: str | None,
-                 source: str, overrides: list[str] | None = None) -> None:
+                 source: str, overrides: list[str] | None = None, lines: LineMap | None = None,
+                 applied: list[Override] | None = None) -> None:
         self.name: str = doc.name
         self.path = path
         self.source = source
         self.overrides = list(overrides or [])
+        #: where each key came from (the file's lines, the applied `--set`s), for `problem`
+        self._lines = lines if lines is not None else LineMap(None)
+        self._applied = list(applied or [])
         self._plan = model
         #: the backbones a trial can get, in the order the space lists them
         self.backbones: list[str] = list(model.backbone.values())
@@ -109,6 +113,17 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace(name={self.name!r}, path={self.path!r})"
+
+    def problem(self, key: tuple[str | int, ...], message: str) -> Problem:
+        """A problem with this space found after validation (by a check that needs what the
+        file cannot say: the backend, the cluster), placed as validation places one: at the
+        `file:line` its key sits on, or at the `--set` that set it."""
+        return _place(self.path or "<string>", self._lines, self._applied, key, message)
+
+    @property
+    def workers_per_trial(self) -> int:
+        """Data-parallel processes training each trial (`search.workers_per_trial`)."""
+        return int(self.execution.get("workers_per_trial", 1))
 
     @property
     def mo_asha(self) -> dict[str, Any] | None:
@@ -311,7 +326,8 @@ def parse_space(text: str, path: str = "<string>", overrides: list[str] | None =
         raise check.error()
     # no problems means every part validated
     assert doc is not None and plan is not None
-    return SearchSpace(doc, plan, train, None if path == "<string>" else path, text, overrides)
+    return SearchSpace(doc, plan, train, None if path == "<string>" else path, text, overrides,
+                       lines, check.applied)
 
 
 def _syntax_problem(path: str, err: yaml.YAMLError) -> Problem:
@@ -334,6 +350,15 @@ _LITERALS = {("sampler", "name"): ("sampler", SAMPLERS),
              ("sampler", "nni"): ("NNI tuner", tuple(NNI_TUNERS))}
 
 
+def _place(path: str, lines: LineMap, applied: list[Override], key: PathT,
+           message: str) -> Problem:
+    """A problem at `key`: at the last `--set` that set it, else at its line of the file."""
+    for override in reversed(applied):
+        if override.owns(key):
+            return Problem(OVERRIDE_FILE, override.number, dotted(key), message)
+    return Problem(path, lines.line(key), dotted(key), message)
+
+
 class _Checker:
     """Collects problems, each placed at the line (or `--set`) its key came from."""
 
@@ -345,11 +370,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def add(self, key: PathT, message: str) -> None:
-        for override in reversed(self.applied):
-            if override.owns(key):
-                self.problems.append(Problem(OVERRIDE_FILE, override.number, dotted(key), message))
-                return
-        self.problems.append(Problem(self.path, self.lines.line(key), dotted(key), message))
+        self.problems.append(_place(self.path, self.lines, self.applied, key, message))
 
     def error(self) -> SpaceError:
         order = sorted(self.problems, key=lambda p: (p.file == OVERRIDE_FILE, p.line))
@@ -546,6 +567,9 @@ class _Checker:
         sweep = data.get("sweep")
         if isinstance(sweep, dict) and plan is not None:
             self._sweep(sweep, plan)
+        search = _valid(SearchSpec, data.get("search") or {})
+        if search is not None:
+            self._workers(search)
         task = _valid(TaskSpec, data.get("task"))
         if task is not None and task.val_fraction + task.test_fraction >= 1:
             self.add(("task", "test_fraction"),
@@ -623,6 +647,16 @@ class _Checker:
                      f"{len(levels)} rung(s) {levels} of min_epochs {mo_asha.min_epochs}, "
                      f"reduction_factor {mo_asha.reduction_factor:g} and train.epochs "
                      f"{epochs.value} allow (bracket b starts at the b-th rung)")
+
+    def _workers(self, search: SearchSpec) -> None:
+        """Data-parallel trials: each worker (a DDP rank) drives one whole device, so
+        `gpus_per_trial`, each worker's share, is 0 or 1."""
+        workers, gpus = search.workers_per_trial, search.gpus_per_trial
+        if workers > 1 and gpus not in (0, 1):
+            self.add(("search", "gpus_per_trial"),
+                     f"must be 0 or 1 with search.workers_per_trial {workers}, got {gpus:g}: each "
+                     "of a trial's data-parallel workers drives one whole device (gpus_per_trial "
+                     "is then each worker's); raise workers_per_trial to use more GPUs")
 
     def _objectives(self, names: list[Any]) -> None:
         seen: set[str] = set()

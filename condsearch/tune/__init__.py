@@ -22,6 +22,11 @@ one, with full-validation values and the whole result (`RESULT`). The study ends
 leaves it: finished trials COMPLETE (or FAIL) with derived knob points, trials a scheduler
 stopped PRUNED with their last report (`condsearch.last_report`, `condsearch.stopped_at_epoch`).
 
+With `search.workers_per_trial` W > 1, `trainable(space)` is a data-parallel trial's driver,
+already wrapped with its resources (no CPU): each trial trains on W Ray Train workers (DDP), and
+rank 0's epoch reports reach Tune with the same keys. Give the Tuner a `max_concurrent_trials`
+whose W workers each the cluster can place at once, and leave `reuse_actors` off.
+
 `MOASHAScheduler(space)` is the space's multi-objective successive halving
 (`search.scheduler.mo_asha`) as a Tune scheduler, the rule `condsearch search` applies on both
 backends: at each rung epoch it ranks the trials' reports on all the space's objectives at once

@@ -4,6 +4,7 @@ checkpoint, so Tune's schedulers can stop it early and a retried or paused trial
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from collections.abc import Callable
@@ -31,6 +32,12 @@ class TrialPlan:
     code_paths: list[str] = field(default_factory=list)
     flops_samples: int = FLOPS_SUBSET
     limits: TrialLimits = field(default_factory=TrialLimits)
+    #: data-parallel workers training each trial (`search.workers_per_trial`), and what each
+    #: reserves; Ray Train restarts a trial's workers up to `max_retries` times
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_retries: int = 2
 
     def spec(self, config: dict[str, Any]) -> TrialSpec:
         """The trial the searcher suggested (`{"number": n, "arch": {...}}`)."""
@@ -42,8 +49,8 @@ class TrialPlan:
 
 
 def trainable(space: Any, tracking: TrackingTarget | None = None, *, seed: int | None = None,
-              sweep: bool = True, flops_samples: int = FLOPS_SUBSET
-              ) -> Callable[[dict[str, Any]], None]:
+              sweep: bool = True, flops_samples: int = FLOPS_SUBSET,
+              cpus_per_worker: float | None = None) -> Any:
     """A function trainable (`train(config)`) for `space`'s trials; pair it with `Searcher`.
 
     `config` is what the searcher suggested: `{"number": trial number, "arch": sampled arch}`.
@@ -51,12 +58,33 @@ def trainable(space: Any, tracking: TrackingTarget | None = None, *, seed: int |
     seeds it; `tracking` logs it as a child run of that MLflow parent run; `sweep=False` skips
     the inference-knob sweep; an epoch's FLOPs are measured on `flops_samples` validation
     samples (see `condsearch.tune.subset_indices`).
+
+    With `search.workers_per_trial` W > 1 the trainable is a data-parallel trial's driver
+    (`condsearch.tune._data_parallel`), already wrapped with its resources (no CPU, a little
+    memory): each trial trains on W Ray Train workers of `cpus_per_worker` CPUs (default:
+    `search.cpus_per_trial`, else 1) and `search.gpus_per_trial` GPUs each. Give it a
+    `TuneConfig(max_concurrent_trials=...)` the cluster can place W workers for at once, and
+    `reuse_actors=False` (Tune's default).
     """
+    workers = int(space.execution.get("workers_per_trial", 1))
+    limits = TrialLimits.of(space)
+    cpus = float(cpus_per_worker or space.execution.get("cpus_per_trial") or 1.0)
+    if workers > 1:
+        limits = dataclasses.replace(limits, cpus=cpus)  # each rank computes on its own CPUs
     plan = TrialPlan(task=space.task, sweep=dict(space.sweep) if sweep else {},
                      seed=int(space.seed if seed is None else seed),
                      objectives=list(space.objectives), tracking=tracking,
                      code_paths=list(space.code_paths), flops_samples=int(flops_samples),
-                     limits=TrialLimits.of(space))
+                     limits=limits, workers=workers, cpus_per_worker=cpus,
+                     gpus_per_worker=float(space.execution.get("gpus_per_trial") or 0.0),
+                     max_retries=int(space.execution.get("max_retries", 2)))
+    if workers > 1:
+        from condsearch.tune._data_parallel import data_parallel_trainable, missing_ray_train
+
+        missing = missing_ray_train()
+        if missing is not None:
+            raise RuntimeError(f"search.workers_per_trial {workers}: {missing}")
+        return data_parallel_trainable(plan)
 
     def condsearch_trial(config: dict[str, Any]) -> None:
         run_planned_trial(plan, config)
@@ -88,11 +116,18 @@ def run_planned_trial(plan: TrialPlan, config: dict[str, Any], session: Any = No
 
 class EpochReporter:
     """Turns each epoch of a running fit into a report with a checkpoint (but the last epoch:
-    the final report, after the full evaluation, stands for it)."""
+    the final report, after the full evaluation, stands for it).
+
+    In a data-parallel trial (`dist`, a `condsearch.train._distributed.Dist`) every rank has
+    one: every rank measures (the measurement is sharded) and reports, as Ray Train wants
+    every rank to report equally often; rank 0's report carries the checkpoint."""
 
     def __init__(self, plan: TrialPlan, spec: TrialSpec, state: Any,
-                 report: Callable[..., None]) -> None:
+                 report: Callable[..., None], dist: Any = None,
+                 checkpoint_class: Any = None) -> None:
         self.plan, self.spec, self.state, self._report = plan, spec, state, report
+        #: the Checkpoint class `report` takes: ray.tune's (a Tune trial), ray.train's (a rank)
+        self.dist, self._checkpoint_class = dist, checkpoint_class
         self.run_id: str | None = None
         self.epoch = state.resumed_epoch
         self.loss = float(state.saved["history"][-1]["train_loss"]) if state.saved else math.nan
@@ -106,12 +141,16 @@ class EpochReporter:
         """Report the epoch, with the fit's state as a checkpoint, unless it was the last."""
         from ray.tune import Checkpoint
 
+        Checkpoint = self._checkpoint_class or Checkpoint  # noqa: N806
         self.epoch, self.loss = epoch, float(record["train_loss"])
         self.val_samples = int(self.state.task.val[0].shape[0])
         if epoch >= epochs:
             return
         measured, samples = self.measure()
         report = epoch_report(epoch, record, measured, self.plan.objectives, self.run_id, samples)
+        if self.dist is not None and self.dist.rank != 0:
+            self._report(report, checkpoint=None)  # rank 0's state is the trial's checkpoint
+            return
         with tempfile.TemporaryDirectory(prefix="condsearch-ckpt-") as folder:
             write_checkpoint(folder, self.state.save(), self.spec.number)
             self._report(report, checkpoint=Checkpoint.from_directory(folder))
@@ -122,7 +161,8 @@ class EpochReporter:
         idx = subset_indices(int(x_val.shape[0]), self.plan.flops_samples)
         x = x_val[idx].to(self.state.device)
         keys = metric_keys(self.plan.objectives)
-        return interim_metrics(model, x, keys, eval_batch_size(self.spec.arch)), len(idx)
+        return (interim_metrics(model, x, keys, eval_batch_size(self.spec.arch), self.dist),
+                len(idx))
 
     def final(self, result: TrialResult) -> dict[str, Any]:
         """The final report (the full validation set's values, or NaN for a failed trial)."""
