@@ -107,6 +107,11 @@ def validate(
     out.print(f"{space}: ok — search space {loaded.name!r}, objectives {names}, "
               f"{loaded.trials} trials by default, sampler {loaded.sampler['name']}",
               markup=False, highlight=False, soft_wrap=True)
+    workers = int(loaded.execution.get("workers_per_trial") or 1)
+    if workers > 1:
+        err.print(f"note: search.workers_per_trial is {workers}: this space runs only with "
+                  "`condsearch search --backend ray` (the local backend trains a trial in one "
+                  "process)", markup=False, highlight=False, soft_wrap=True)
     for name in loaded.untrusted:
         err.print(f"note: model.backbone {name!r} is code; it was not imported, so the keys it "
                   "declares were not checked (run with --trust-code to check them)",

@@ -98,6 +98,18 @@ def test_the_local_backend_refuses_several_workers_in_one_line_and_writes_nothin
     assert not workdir.exists() and trial_states(workdir) == []
 
 
+def test_validate_accepts_several_workers_and_notes_they_need_the_ray_backend(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(space_text("\n  trials: 1\n  workers_per_trial: 2"))
+    done = cli("validate", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+    assert ("note: search.workers_per_trial is 2: this space runs only with `condsearch search "
+            "--backend ray`") in " ".join(done.stderr.split())
+    plain = cli("validate", str(path), "--set", "search.workers_per_trial=1", cwd=tmp_path)
+    assert plain.returncode == 0 and "workers_per_trial" not in plain.stderr
+
+
 def test_objective_refuses_several_workers(tmp_path):
     import condsearch as cs
 
