@@ -135,3 +135,18 @@ def load_script(path: str, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def processes_named(prefix: str) -> list[int]:
+    """PIDs of the processes running now whose command line starts with `prefix` (Ray names
+    its workers by the task they run: `ray::ImplicitFunc`, `ray::RayTrainWorker`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith(prefix):
+                pids.append(int(entry.name))
+    return pids

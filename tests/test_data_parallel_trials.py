@@ -8,6 +8,7 @@ returns the same result, a failure only some ranks meet is agreed or re-raised).
 from __future__ import annotations
 
 import pytest
+from gloo_group import run_group
 from helpers import PROBLEM_LINE, ROOT, cli, problems, trial_states
 
 from condsearch.space import SpaceError, load_space, parse_space
@@ -208,52 +209,10 @@ TASK = {"dataset": "digits", "seed": 0, "val_fraction": 0.2, "test_fraction": 0.
         "train_limit": 200}
 
 
-def _rank_main(rank, world, store, out, work, args):
-    import traceback
-    from datetime import timedelta
-
-    import torch
-
-    from condsearch.train._distributed import Dist
-
-    torch.set_num_threads(1)
-    try:
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
-            timeout=timedelta(seconds=GROUP_TIMEOUT / 2))
-        result = {"value": work(Dist(rank, world), *args)}
-    except BaseException:  # noqa: BLE001 - everything a rank meets goes back to the test
-        result = {"error": traceback.format_exc()}
-    torch.save(result, out)
-
-
 def in_group(work, *args, world: int = 2) -> list:
     """`work(dist, *args)` on each rank of a gloo group of `world` forked processes; their
     results (or a rank's traceback, as {"error": ...}) by rank."""
-    import tempfile
-    import time
-    from pathlib import Path
-
-    import torch
-
-    ctx = torch.multiprocessing.get_context("fork")
-    with tempfile.TemporaryDirectory() as tmp:
-        outs = [str(Path(tmp) / f"rank{r}.pt") for r in range(world)]
-        procs = [ctx.Process(target=_rank_main, args=(r, world, str(Path(tmp) / "store"),
-                                                      outs[r], work, args), daemon=True)
-                 for r in range(world)]
-        for proc in procs:
-            proc.start()
-        deadline = time.monotonic() + GROUP_TIMEOUT
-        for proc in procs:
-            proc.join(max(0.1, deadline - time.monotonic()))
-        hung = [r for r, proc in enumerate(procs) if proc.is_alive()]
-        for r in hung:
-            procs[r].kill()
-            procs[r].join()
-        if hung:
-            pytest.fail(f"ranks {hung} still ran after {GROUP_TIMEOUT:.0f} s (a hung collective?)")
-        return [torch.load(path, weights_only=False) for path in outs]
+    return run_group(work, *args, world=world, timeout=GROUP_TIMEOUT)
 
 
 def values(results: list) -> list:

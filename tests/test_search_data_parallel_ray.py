@@ -19,7 +19,15 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-from helpers import RAY_ENV, ROOT, load_study, trained_trials, trial_states, wait_until
+from helpers import (
+    RAY_ENV,
+    ROOT,
+    load_study,
+    processes_named,
+    trained_trials,
+    trial_states,
+    wait_until,
+)
 
 from condsearch._names import ATTR_RUNGS, ATTR_STOPPED_AT
 
@@ -46,16 +54,7 @@ def search_command(workdir: Path, address: str, *extra: str) -> list[str]:
 
 def train_workers() -> list[int]:
     """PIDs of the Ray Train worker processes running now (a data-parallel trial's ranks)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if cmdline.startswith("ray::RayTrainWorker"):
-                pids.append(int(entry.name))
-    return pids
+    return processes_named("ray::RayTrainWorker")
 
 
 def test_a_search_with_two_workers_per_trial_completes_exports_and_reevaluates(

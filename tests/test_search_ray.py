@@ -13,7 +13,14 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-from helpers import RAY_ENV, load_study, trained_trials, trial_states, wait_until
+from helpers import (
+    RAY_ENV,
+    load_study,
+    processes_named,
+    trained_trials,
+    trial_states,
+    wait_until,
+)
 
 pytest.importorskip("ray.tune", reason="the ray backend needs pip install 'condsearch[ray]'")
 
@@ -99,16 +106,7 @@ def test_a_ray_search_with_two_concurrent_trials_reads_back_and_exports_from_els
 
 def ray_workers() -> list[int]:
     """PIDs of Ray worker processes currently running a trial."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if cmdline.startswith("ray::ImplicitFunc"):
-                pids.append(int(entry.name))
-    return pids
+    return processes_named("ray::ImplicitFunc")
 
 
 def test_a_worker_killed_mid_trial_is_retried_and_the_search_completes(

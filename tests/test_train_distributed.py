@@ -16,12 +16,11 @@ import dataclasses
 import re
 import tempfile
 import time
-import traceback
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_group import run_group
 
 from condsearch.blocks import adaptive_blocks, observe_targets, reset_routing_stats, routing_stats
 from condsearch.data import load_task
@@ -46,46 +45,14 @@ GROUP_TIMEOUT = 60.0
 # ---- running a group of ranks ------------------------------------------------------------------
 
 
-def _rank_main(rank: int, world: int, store: str, out: str, work, args) -> None:
-    torch.set_num_threads(1)
-    try:
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
-            timeout=timedelta(seconds=GROUP_TIMEOUT / 2))
-        result = {"value": work(Dist(rank, world), *args)}
-    except BaseException:  # noqa: BLE001 - everything a rank meets goes back to the test
-        result = {"error": traceback.format_exc()}
-    torch.save(result, out)
-
-
 def in_group(work, *args, world: int = 2) -> list:
     """`work(dist, *args)` on each of `world` ranks of one gloo group; their results by rank.
     Fails the test with a rank's traceback, or when the group outlives GROUP_TIMEOUT."""
-    ctx = torch.multiprocessing.get_context("fork")
-    with tempfile.TemporaryDirectory() as tmp:
-        outs = [str(Path(tmp) / f"rank{r}.pt") for r in range(world)]
-        procs = [ctx.Process(target=_rank_main, args=(r, world, str(Path(tmp) / "store"),
-                                                      outs[r], work, args), daemon=True)
-                 for r in range(world)]
-        for proc in procs:
-            proc.start()
-        deadline = time.monotonic() + GROUP_TIMEOUT
-        for proc in procs:
-            proc.join(max(0.1, deadline - time.monotonic()))
-        hung = [r for r, proc in enumerate(procs) if proc.is_alive()]
-        for r in hung:
-            procs[r].kill()
-            procs[r].join()
-        if hung:
-            pytest.fail(f"ranks {hung} still ran after {GROUP_TIMEOUT:.0f} s (a hung collective?)")
-        results = []
-        for r, path in enumerate(outs):
-            if not Path(path).exists():
-                pytest.fail(f"rank {r} died (exit code {procs[r].exitcode}) without a result")
-            result = torch.load(path, weights_only=False)
-            if "error" in result:
-                pytest.fail(f"rank {r} raised:\n{result['error']}")
-            results.append(result["value"])
+    results = []
+    for r, result in enumerate(run_group(work, *args, world=world, timeout=GROUP_TIMEOUT)):
+        if "error" in result:
+            pytest.fail(f"rank {r} raised:\n{result['error']}")
+        results.append(result["value"])
     return results
 
 
