@@ -61,6 +61,16 @@ def constraint_values(metrics: dict[str, float], constraints: dict[str, Any]) ->
     return values
 
 
+def measured_constraint_values(metrics: dict[str, float], constraints: dict[str, Any]
+                               ) -> dict[str, float]:
+    """`constraint_values` of the constraints whose metric `metrics` holds as a finite number
+    (a rung's measurement may lack one; the trial's final evaluation checks it)."""
+    measured = {k: float(v) for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return constraint_values(measured, {k: v for k, v in constraints.items()
+                                        if CONSTRAINT_METRICS[k] in measured})
+
+
 #: environment variables overriding the heartbeat interval and the grace period (seconds)
 ENV_HEARTBEAT_S = "CONDSEARCH_HEARTBEAT_S"
 ENV_GRACE_S = "CONDSEARCH_GRACE_S"
@@ -383,10 +393,7 @@ def record_stopped(study: optuna.Study, trial: optuna.Trial, arch: dict[str, Any
         attrs[ATTR_RUN] = result.run_id
     if rungs:
         attrs[ATTR_RUNGS] = rungs
-    cons = constraint_values({k: v for k, v in result.metrics.items()
-                              if isinstance(v, (int, float)) and math.isfinite(v)},
-                             {k: v for k, v in constraints.items()
-                              if CONSTRAINT_METRICS[k] in result.metrics})
+    cons = measured_constraint_values(result.metrics, constraints)
     write_trial_group(study, trial, attrs, constraint_system_attrs(cons),
                       TrialState.PRUNED if tell else None)
 

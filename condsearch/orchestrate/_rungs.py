@@ -17,10 +17,10 @@ from typing import Any
 
 from condsearch._names import (
     ATTR_RUNGS,
-    CONSTRAINT_METRICS,
     OBJECTIVE_METRICS,
     RUNG_METRIC_PREFIX,
 )
+from condsearch.orchestrate._record import measured_constraint_values
 from condsearch.schedule import MOASHA
 
 #: study states whose rung results a resumed scheduler replays: a trial interrupted between rungs
@@ -46,12 +46,7 @@ def rung_values(metrics: dict[str, float], objectives: list[tuple[str, str]]) ->
 def rung_feasible(metrics: dict[str, float], constraints: dict[str, Any]) -> bool:
     """Whether a rung result keeps the space's constraints (a metric a constraint bounds that was
     not measured counts as kept: the trial's final evaluation checks it)."""
-    for name, metric in CONSTRAINT_METRICS.items():
-        bound = constraints.get(name)
-        value = metrics.get(metric)
-        if bound and value is not None and math.isfinite(value) and value > float(bound):
-            return False
-    return True
+    return all(v <= 0 for v in measured_constraint_values(metrics, constraints).values())
 
 
 def stored_rungs(results: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
