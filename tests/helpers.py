@@ -76,8 +76,12 @@ def load_study(workdir: Path, name: str):
     """The study a search named `name` left in `workdir`."""
     import optuna
 
+    from condsearch.orchestrate._session import create_study_schema
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/study.db")
+    storage = f"sqlite:///{workdir}/study.db"
+    create_study_schema(storage)  # a search may be creating it at this moment
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def trained_trials(study) -> list:

@@ -6,6 +6,7 @@ keeping the front happen here, in the driver, the same way for both.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -131,6 +132,30 @@ class Session:
         self.bar.rungs(self.scheduler.rung_counts())
 
 
+#: how often a study database's first open is tried while other processes create its schema
+SCHEMA_ATTEMPTS = 8
+
+
+def create_study_schema(storage: str) -> None:
+    """Create Optuna's tables in the study database at `storage` unless they exist, surviving
+    other processes (a second driver, a reader such as `condsearch pareto`) that create them at
+    the same moment: SQLite lets two first opens both stamp the schema version, and the loser's
+    insert fails though the schema is then complete, so it is tried again."""
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage
+
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            RDBStorage(storage).engine.dispose()
+            return
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or any(
+                word in str(error) for word in ("already exists", "locked"))
+            if not racing or attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+
+
 def open_study(space: Any, storage: str, seed: int, sampler: Any = None, *,
                workdir: Path | None = None, tracking_uri: str | None = None):
     """Create or load the search's multi-objective study; a resumed one gets a fresh seed.
@@ -146,6 +171,7 @@ def open_study(space: Any, storage: str, seed: int, sampler: Any = None, *,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [d for _, d in space.objectives]
+    create_study_schema(storage)
     try:
         existing = optuna.load_study(study_name=space.name, storage=storage)
     except KeyError:
