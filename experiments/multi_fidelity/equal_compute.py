@@ -16,9 +16,12 @@ against one fixed reference point for the whole study, divided by the reference 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import shutil
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +234,63 @@ def measure(records: list[TrialRecord], budget: int, levels: list[int], flops_re
                                 if r.finished and e in r.accuracy and epochs in r.accuracy]
                        for e in rungs},
     }
+
+
+# ---- running a search until it has spent a budget ------------------------------------------------
+
+
+def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int, budget: int,
+                     epochs: int, first_trial_epochs: float, settings: dict[str, Any],
+                     label: str, eta: Any = None) -> dict[str, Any]:
+    """Run (or reuse, or extend) one condsearch search until it has trained `budget` epochs in
+    all; return its workdir, settings and wall time (`done.json` in the workdir).
+
+    It runs in chunks (`search(..., trials=k)` resuming the workdir), each sized from the epochs a
+    trial has cost so far (`first_trial_epochs` before any trial ran). A finished search with the
+    same `settings` and at least this budget is reused; one with other settings starts over; an
+    interrupted one resumes. `eta(label, used, budget, seconds)` is told after every chunk."""
+    import condsearch
+
+    done, progress = workdir / "done.json", workdir / "progress.json"
+    if done.exists():
+        info = json.loads(done.read_text())
+        if info["settings"] == settings and info["budget"] >= budget:
+            return info
+    info = json.loads(progress.read_text()) if progress.exists() else None
+    if info is None or info["settings"] != settings:
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        info = {"workdir": str(workdir), "settings": settings, "budget": budget,
+                "seconds": 0.0, "calls": 0, "started": time.time()}
+    info["budget"] = budget
+    done.unlink(missing_ok=True)
+    stalled = 0
+    while True:
+        records = read_condsearch(workdir, epochs) if info["calls"] else []
+        used = spent(records)
+        if eta is not None:
+            eta(label, used, budget, info["seconds"])
+        if used >= budget:
+            break
+        per_trial = used / len(records) if records and used else first_trial_epochs
+        trials = max(1, math.ceil((budget - used) / max(per_trial, 1)))
+        print(f"[{time.strftime('%H:%M:%S')}] {label}: {used}/{budget} epochs spent, "
+              f"{trials} more trial(s)", flush=True)
+        summary = condsearch.search(str(space), trials=trials, workdir=workdir, seed=seed,
+                                    overrides=overrides, progress=False)
+        info["seconds"] += summary.seconds
+        info["calls"] += 1
+        progress.write_text(json.dumps(info))
+        after = spent(read_condsearch(workdir, epochs))
+        stalled = stalled + 1 if after == used else 0
+        if stalled >= 3:
+            print(f"    {label}: three calls trained nothing (every trial failed); "
+                  "giving up below the budget", flush=True)
+            break
+    done.write_text(json.dumps(info))
+    print(f"    {label}: {info['seconds']:.0f} s in {info['calls']} call(s)", flush=True)
+    return info
 
 
 # ---- rank correlation ---------------------------------------------------------------------------

@@ -43,8 +43,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import condsearch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import syne_tune_arm  # noqa: E402
@@ -53,8 +51,8 @@ from equal_compute import (  # noqa: E402
     normalised_hypervolume,
     read_condsearch,
     read_syne_tune,
+    search_to_budget,
     spearman,
-    spent,
 )
 from reporting import machine, write_results  # noqa: E402
 
@@ -109,51 +107,11 @@ def _stamp() -> str:
 
 def run_condsearch(config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Run (or reuse, or extend) one condsearch search until it has spent the budget; return its
-    workdir and wall time. It runs in chunks (`search(..., trials=k)` resuming the workdir),
-    each sized from the epochs a trial has cost so far."""
-    workdir = args.runs / f"{config}-seed{seed}"
-    done, progress = workdir / "done.json", workdir / "progress.json"
-    key = settings_key(config, args)
-    if done.exists():
-        info = json.loads(done.read_text())
-        if info["settings"] == key and info["budget"] >= args.budget:
-            return info
-    info = json.loads(progress.read_text()) if progress.exists() else None
-    if info is None or info["settings"] != key:
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
-        info = {"workdir": str(workdir), "settings": key, "budget": args.budget,
-                "seconds": 0.0, "calls": 0, "started": time.time()}
-    info["budget"] = args.budget
-    done.unlink(missing_ok=True)
-    overrides = overrides_of(config, args)
-    stalled = 0
-    while True:
-        records = read_condsearch(workdir, args.epochs) if info["calls"] else []
-        used = spent(records)
-        if used >= args.budget:
-            break
-        per_trial = used / len(records) if records and used else (
-            args.epochs if not scheduled(config) else args.reduction_factor * args.min_epochs)
-        trials = max(1, math.ceil((args.budget - used) / max(per_trial, args.min_epochs)))
-        print(f"[{_stamp()}] {config} seed {seed}: {used}/{args.budget} epochs spent, "
-              f"{trials} more trial(s)", flush=True)
-        summary = condsearch.search(str(SPACE), trials=trials, workdir=workdir, seed=seed,
-                                    overrides=overrides, progress=False)
-        info["seconds"] += summary.seconds
-        info["calls"] += 1
-        progress.write_text(json.dumps(info))
-        after = spent(read_condsearch(workdir, args.epochs))
-        stalled = stalled + 1 if after == used else 0
-        if stalled >= 3:
-            print(f"    {config} seed {seed}: three calls trained nothing (every trial failed); "
-                  "giving up below the budget", flush=True)
-            break
-    done.write_text(json.dumps(info))
-    print(f"    {config} seed {seed}: {info['seconds']:.0f} s in {info['calls']} call(s)",
-          flush=True)
-    return info
+    workdir and wall time (`equal_compute.search_to_budget`)."""
+    first = args.epochs if not scheduled(config) else args.reduction_factor * args.min_epochs
+    return search_to_budget(SPACE, overrides_of(config, args), args.runs / f"{config}-seed{seed}",
+                            seed, args.budget, args.epochs, max(first, args.min_epochs),
+                            settings_key(config, args), f"{config} seed {seed}")
 
 
 def run_syne_tune(config: str, seed: int, args: argparse.Namespace, flops_ref: float
