@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "multi_fidelity"))
 from equal_compute import search_to_budget  # noqa: E402
 from reporting import machine, write_results  # noqa: E402
+from resumable import Progress, duration  # noqa: E402
 
 #: the study's target (docs/architecture.md, "Performance targets"): static knee FLOPs over the
 #: mean FLOPs the adaptive front needs for the same test accuracy
@@ -92,9 +93,8 @@ ARMS: dict[str, Arm] = {
 
 def overrides_of(arm: str, args: argparse.Namespace) -> list[str]:
     """The `--set` overrides of an arm's searches."""
-    data = [f"task.val_fraction={args.val_fraction}"]
-    if args.train_limit:
-        data.append(f"task.train_limit={args.train_limit}")
+    data = [f"task.val_fraction={args.val_fraction}",
+            f"task.train_limit={args.train_limit or 'null'}"]  # null: the whole split
     return [*data, *ARMS[arm].overrides, f"train.epochs={args.epochs}", "sampler=tpe",
             f"search.cpus_per_trial={args.threads}",
             f"search.scheduler={{mo_asha: {{min_epochs: {args.min_epochs}, "
@@ -104,29 +104,6 @@ def overrides_of(arm: str, args: argparse.Namespace) -> list[str]:
 def settings_key(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     """What a reused search must have been run with (the budget aside)."""
     return {"arm": arm, "space": ARMS[arm].space, "overrides": overrides_of(arm, args)}
-
-
-# ---- progress -------------------------------------------------------------------------------------
-
-
-class Eta:
-    """Time left over every search of this invocation, from the seconds an epoch has cost so far."""
-
-    def __init__(self, labels: list[str], budget: int) -> None:
-        self.state = {label: (0, budget, 0.0) for label in labels}
-
-    def __call__(self, label: str, used: int, budget: int, seconds: float) -> None:
-        self.state[label] = (min(used, budget), budget, seconds)
-        used_all = sum(u for u, _, _ in self.state.values())
-        budget_all = sum(b for _, b, _ in self.state.values())
-        seconds_all = sum(s for _, _, s in self.state.values())
-        left = (seconds_all / used_all * (budget_all - used_all)) if used_all else math.nan
-        print(f"[{time.strftime('%H:%M:%S')}] {used_all}/{budget_all} epochs of the study"
-              + (f", about {_duration(left)} left" if math.isfinite(left) else ""), flush=True)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 # ---- the plateau ----------------------------------------------------------------------------------
@@ -147,19 +124,24 @@ def measure_plateau(args: argparse.Namespace) -> dict[str, Any]:
     space = load_space(str(ROOT / ARMS["static_conv"].space),
                        [o for o in overrides_of("static_conv", args) if "scheduler" not in o]
                        + [*LARGEST_CONV, f"train.epochs={args.plateau_epochs}"])
-    arch = space.fixed_arch()
+    arch = {**space.fixed_arch(), "task": space.task}
     key = {"arch": arch, "epochs": args.plateau_epochs}
     if path.exists() and json.loads(path.read_text()).get("key") == key:
         return json.loads(path.read_text())
     torch.set_num_threads(args.threads)
     task = load_task(arch["task"])
-    model = build_model(arch["model"], task.io)
+    model = build_model(arch, task)
     started = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = {"key": key, "val_accuracy": []}
 
     def epoch_done(epoch: int, total: int, record: dict[str, float]) -> None:
         spent = time.time() - started
+        partial["val_accuracy"].append(float(record["val_accuracy"]))
+        partial["seconds"] = spent
+        (args.out / "plateau.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
         print(f"[{time.strftime('%H:%M:%S')}] plateau: epoch {epoch}/{total}, val accuracy "
-              f"{record['val_accuracy']:.4f}, about {_duration(spent / epoch * (total - epoch))}"
+              f"{record['val_accuracy']:.4f}, about {duration(spent / epoch * (total - epoch))}"
               " left", flush=True)
 
     history = fit(model, task, arch["train"], device=torch.device("cpu"), seed=0,
@@ -170,8 +152,8 @@ def measure_plateau(args: argparse.Namespace) -> dict[str, Any]:
     result = {"key": key, "val_accuracy": accuracy, "best": best, "plateau_epoch": plateau,
               "tolerance": args.plateau_tolerance, "seconds": time.time() - started,
               "train_images": int(task.train[1].shape[0]), "machine": machine(args.threads)}
-    args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "plateau.partial.json").unlink(missing_ok=True)
     print(f"plateau: best {best:.4f}; within {args.plateau_tolerance} of it from epoch "
           f"{plateau} of {len(accuracy)}", flush=True)
     return result
@@ -327,7 +309,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.min_epochs}, η = {args.reduction_factor:g}, {args.epochs} epochs a full trial), "
         f"{results['train_images']} training images, {results['validation_images']} validation "
         f"images, {results['test_images']} test images. Wall time of the searches: "
-        f"{_duration(results['search_seconds'])}.", "",
+        f"{duration(results['search_seconds'])}.", "",
         f"FLOPs saving at the static front's knee accuracy (static knee FLOPs / the adaptive "
         f"front's FLOPs for that test accuracy): {verdict}.", "",
         "| seed | static knee (test acc., MFLOPs) | adaptive MFLOPs at that acc. | saving | "
@@ -355,7 +337,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         lines += ["", f"Plateau: the static conv space's largest candidate reaches validation "
                   f"accuracy {plateau['best']:.4f} over {len(plateau['val_accuracy'])} epochs on "
                   f"{plateau['train_images']} images and is within {plateau['tolerance']} of it "
-                  f"from epoch {plateau['plateau_epoch']} ({_duration(plateau['seconds'])})."]
+                  f"from epoch {plateau['plateau_epoch']} ({duration(plateau['seconds'])})."]
     return "\n".join(lines)
 
 
@@ -430,7 +412,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return measure_plateau(args)
 
     labels = [f"{arm} seed {seed}" for seed in args.seeds for arm in args.arms]
-    eta = Eta([] if args.report_only else labels, args.budget)
+    progress = Progress({label: args.budget for label in labels}, "epochs of the study")
+
+    def eta(label: str, used: int, budget: int, seconds: float) -> None:
+        progress.update(label, used, seconds)
     infos: dict[str, dict[int, dict[str, Any]]] = {}
     for seed in args.seeds:
         for arm in args.arms:

@@ -10,6 +10,11 @@ and writes the tables to `README.md` (between the RESULTS markers) and the raw f
 
     python experiments/cigt/run.py                      # the run recorded in README.md
     python experiments/cigt/run.py --quick --out /tmp/x  # tiny budget and models (CI)
+    python experiments/cigt/run.py --epochs 10 --seeds 0 1 2   # the larger budget; resumable
+
+Each finished (model, seed) is kept under `--runs` (default `runs/cigt`) and reused by a rerun
+with the same settings, so a stopped run resumes, and runs split by `--seeds` over processes
+add up: each writes the table of every finished model of its settings.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from condsearch.models._cigt import CIGT, thick_baseline, thin_baseline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reporting import machine, write_results  # noqa: E402
+from resumable import Progress, Units  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("cigt", "thick", "thin")
@@ -61,32 +67,28 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
             "weight_decay": 0.05, "warmup_fraction": 0.05, "eval_batch_size": 1000}
 
 
-def run_seed(task: Any, seed: int, args: argparse.Namespace
-             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train the three models at one seed; score them, and CIGT at each multipath threshold."""
+def run_model(task: Any, kind: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one model at one seed and score it; CIGT also at each multipath threshold."""
     steps = args.epochs * math.ceil(len(task.train[1]) / args.batch_size)
-    rows, sweep = [], []
-    for kind in MODELS:
-        section = model_section(kind, args, steps)
-        torch.manual_seed(seed)
-        model = CIGT({"backbone": "cigt", "cigt": section}, task.info())
-        started = time.perf_counter()
-        history = fit(model, task, train_settings(args), device=torch.device("cpu"), seed=seed)
-        seconds = time.perf_counter() - started
-        result = evaluate(model, task, "test", 1000)
-        row = {"model": kind, "seed": seed, "widths": section["widths"],
-               "channels": section["channels"], "hidden": section["hidden"],
-               "params": sum(p.numel() for p in model.parameters()),
-               "test_accuracy": result.accuracy,
-               "macs": float(result.flops.double().mean()) / 2,
-               "val_accuracy": history[-1]["val_accuracy"],
-               "final_train_loss": history[-1]["train_loss"], "train_seconds": seconds,
-               "stats": result.stats}
-        rows.append(row)
-        print(f"seed={seed} {kind:5s} test acc {row['test_accuracy']:.4f}  "
-              f"MACs {row['macs']:,.0f}  ({seconds:.0f} s)", flush=True)
-        if kind != "cigt":
-            continue
+    section = model_section(kind, args, steps)
+    torch.manual_seed(seed)
+    model = CIGT({"backbone": "cigt", "cigt": section}, task.info())
+    started = time.perf_counter()
+    history = fit(model, task, train_settings(args), device=torch.device("cpu"), seed=seed)
+    seconds = time.perf_counter() - started
+    result = evaluate(model, task, "test", 1000)
+    row = {"model": kind, "seed": seed, "widths": section["widths"],
+           "channels": section["channels"], "hidden": section["hidden"],
+           "params": sum(p.numel() for p in model.parameters()),
+           "test_accuracy": result.accuracy,
+           "macs": float(result.flops.double().mean()) / 2,
+           "val_accuracy": history[-1]["val_accuracy"],
+           "final_train_loss": history[-1]["train_loss"], "train_seconds": seconds,
+           "stats": result.stats}
+    print(f"seed={seed} {kind:5s} test acc {row['test_accuracy']:.4f}  "
+          f"MACs {row['macs']:,.0f}  ({seconds:.0f} s)", flush=True)
+    sweep = []
+    if kind == "cigt":
         for threshold in args.thresholds:
             set_inference_knobs(model, {"cigt.multipath_threshold": threshold})
             point = evaluate(model, task, "test", 1000)
@@ -94,8 +96,7 @@ def run_seed(task: Any, seed: int, args: argparse.Namespace
                           "macs": float(point.flops.double().mean()) / 2,
                           "mean_paths_layer1": point.stats["cigt.mean_paths.layer1"],
                           "mean_paths_layer2": point.stats["cigt.mean_paths.layer2"]})
-        set_inference_knobs(model, {"cigt.multipath_threshold": 1.0})
-    return rows, sweep
+    return {"row": row, "sweep": sweep, "seconds": time.perf_counter() - started}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -176,7 +177,12 @@ def main(argv: list[str] | None = None) -> str:
                         help="2,000 training and 1,000 test images, small blocks, one epoch, "
                              "one seed")
     parser.add_argument("--out", type=Path, default=HERE, help="where README.md and JSON go")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where finished models' results are kept (default runs/cigt, "
+                             "runs/cigt_quick with --quick)")
     args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = Path("runs/cigt_quick" if args.quick else "runs/cigt")
     if args.quick:
         args.seeds, args.epochs, args.train_limit, args.test_limit = [0], 1, 2000, 1000
         args.channels, args.hidden, args.router_dim, args.thresholds = 8, 32, 16, [0.1]
@@ -186,11 +192,24 @@ def main(argv: list[str] | None = None) -> str:
     if args.test_limit:
         x, y = task.test
         task = dataclasses.replace(task, test=(x[: args.test_limit], y[: args.test_limit]))
-    rows, sweep = [], []
+    # a finished (model, seed) is kept under --runs and reused: a stopped run resumes, and
+    # processes given other --seeds add their rows to the same table
+    units = Units(args.runs, {k: v for k, v in vars(args).items()
+                              if k not in ("seeds", "out", "runs")})
+    names = [f"{kind}-seed{seed}" for seed in args.seeds for kind in MODELS]
+    progress = Progress(dict.fromkeys(names, 1), "models trained")
     for seed in args.seeds:
-        seed_rows, seed_sweep = run_seed(task, seed, args)
-        rows += seed_rows
-        sweep += seed_sweep
+        for kind in MODELS:
+            name = f"{kind}-seed{seed}"
+            done = units.get(name)
+            if done is None:
+                done = run_model(task, kind, seed, args)
+                units.put(name, done)
+            progress.update(name, 1, done["seconds"])
+    finished = sorted(units.all().values(), key=lambda u: (u["row"]["seed"],
+                                                           MODELS.index(u["row"]["model"])))
+    rows = [u["row"] for u in finished]
+    sweep = [point for u in finished for point in u["sweep"]]
     command = "python experiments/cigt/run.py " + " ".join(argv if argv is not None else [])
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                 "train_size": len(task.train[1]), "test_size": len(task.test[1]),

@@ -7,6 +7,11 @@ each length and seed, scores them on the held-out test split, and writes the tab
 
     python experiments/parity/run.py                  # L = 8, 16, 32; seeds 0, 1, 2
     python experiments/parity/run.py --quick          # L = 8, one seed, tiny budget (CI)
+    python experiments/parity/run.py --lengths 8 16 --seeds 0 1 2 3 4   # resumable
+
+Each finished (length, seed, model) is kept under `--runs` (default `runs/parity`) and reused
+by a rerun with the same settings, so a stopped run resumes, and runs split by `--seeds` or
+`--lengths` over processes add up: each writes the table of every finished run of its settings.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from condsearch import build_model, evaluate, fit, load_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reporting import machine, write_results  # noqa: E402
+from resumable import Progress, Units  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -91,19 +97,34 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true",
                         help="L=8, one seed, a small model and a one-epoch budget")
     parser.add_argument("--out", type=Path, default=HERE, help="where README.md and JSON go")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where finished runs' results are kept (default runs/parity, "
+                             "runs/parity_quick with --quick)")
     args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = Path("runs/parity_quick" if args.quick else "runs/parity")
     if args.quick:
         args.lengths, args.seeds, args.size, args.epochs = [8], [0], 1000, 1
         args.dim, args.depth = 32, 2
     started = time.perf_counter()
-    rows = []
-    for length in args.lengths:
-        for seed in args.seeds:
-            for adatape in (False, True):
-                row = run_one(length, seed, adatape, args.size, args.epochs, args.dim, args.depth)
-                rows.append(row)
-                print(f"L={length} seed={seed} {row['model']:8s} test acc {row['test_accuracy']:.3f}"
-                      f"  FLOPs {row['mean_flops']:,.0f}  ({row['train_seconds']:.0f} s)", flush=True)
+    # a finished (length, seed, model) is kept under --runs and reused: a stopped run resumes,
+    # and processes given other --seeds or --lengths add their rows to the same table
+    units = Units(args.runs, {k: v for k, v in vars(args).items()
+                              if k not in ("lengths", "seeds", "out", "runs")})
+    plan = [(length, seed, adatape) for length in args.lengths for seed in args.seeds
+            for adatape in (False, True)]
+    names = [f"L{length}-seed{seed}-{'adatape' if adatape else 'dense'}"
+             for length, seed, adatape in plan]
+    progress = Progress(dict.fromkeys(names, 1), "runs")
+    for name, (length, seed, adatape) in zip(names, plan):
+        row = units.get(name)
+        if row is None:
+            row = run_one(length, seed, adatape, args.size, args.epochs, args.dim, args.depth)
+            units.put(name, row)
+            print(f"L={length} seed={seed} {row['model']:8s} test acc {row['test_accuracy']:.3f}"
+                  f"  FLOPs {row['mean_flops']:,.0f}  ({row['train_seconds']:.0f} s)", flush=True)
+        progress.update(name, 1, row["train_seconds"])
+    rows = sorted(units.all().values(), key=lambda r: (r["length"], r["seed"], r["model"]))
     command = "python experiments/parity/run.py " + " ".join(argv if argv is not None else [])
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                 "command": command.strip(), "seconds": time.perf_counter() - started,
