@@ -374,9 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--budget", type=int, default=90,
+    parser.add_argument("--budget", type=int, default=48,
                         help="training epochs per arm and seed, all trials together (B)")
-    parser.add_argument("--epochs", type=int, default=15, help="train.epochs of a full trial")
+    parser.add_argument("--epochs", type=int, default=12,
+                        help="train.epochs of a full trial (the plateau measured: README)")
     parser.add_argument("--min-epochs", type=int, default=1, help="MO-ASHA's first rung")
     parser.add_argument("--reduction-factor", type=float, default=3.0)
     parser.add_argument("--train-limit", type=int, default=None,
