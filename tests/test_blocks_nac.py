@@ -15,7 +15,7 @@ from condsearch.blocks import (
     set_inference_knobs,
 )
 from condsearch.blocks.nac import Circuit, ModFC, kernel_attention, module_distance
-from condsearch.cost import per_sample_flops
+from condsearch.cost import per_sample_flops, reference_counter
 from condsearch.data import load_task
 from condsearch.models._nac import NAC
 from condsearch.train import evaluate, fit
@@ -68,6 +68,15 @@ def test_per_sample_flops_match_each_sample_alone_at_every_keep_ratio(io, ratio)
     out, flops = assert_matches_alone(model, inputs(io))
     assert out.shape == (6, io["num_classes"])
     assert (flops > 0).all()
+
+
+def test_flop_counter_mode_counts_the_first_forward_after_eval_with_grad_enabled():
+    # the eval constants are built inside the counter on that forward; its module tracker
+    # must see no input that wants a gradient there
+    model = nac().eval()
+    with reference_counter() as counter:
+        model(inputs(DIGITS_IO, n=1))
+    assert counter.get_total_flops() > 0
 
 
 def test_dropping_mediators_cuts_flops_and_keeps_fewer_rows():

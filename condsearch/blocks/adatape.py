@@ -158,10 +158,10 @@ class AdaTape(AdaptiveBlock):
                     cand = both[idx]  # [r, k, 2d]
                 token, key_in = torch.bmm(w.unsqueeze(1), cand).squeeze(1).split(d, dim=-1)
                 q = (q + self.key_proj(key_in)) / 2
-            tape[alive, step] = token
+            tape[alive, step] = token.to(tape.dtype)  # bf16 under autocast
             indices[alive, step] = idx
             if self.training:
-                ponder = ponder.index_add(0, alive, 1 - (w * w).sum(-1))
+                ponder = ponder.index_add(0, alive, (1 - (w * w).sum(-1)).to(ponder.dtype))
             mass = mass + w[:, 0]
             keep = mass < self.theta
             if step == steps - 1 or not keep.any():

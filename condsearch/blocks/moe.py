@@ -85,7 +85,8 @@ class MoEFeedForward(AdaptiveBlock):
             r = rows[start : start + count]
             with owners(torch.div(r, t, rounding_mode="floor")):
                 y = self.experts[e](flat.index_select(0, r))
-            out.index_add_(0, r, y * weights[start : start + count, None].to(y.dtype))
+            # under autocast an expert returns bf16 rows; `out` keeps the input's dtype
+            out.index_add_(0, r, (y * weights[start : start + count, None].to(y.dtype)).to(out.dtype))
             start += count
         return out.view(n, t, d)
 

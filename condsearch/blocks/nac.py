@@ -376,7 +376,10 @@ class Circuit(CachesEvalConstants, AdaptiveBlock):
         senders = torch.cat([inputs, mediators])
         readout_senders = torch.cat([senders if self.readout_inputs else mediators,
                                      torch.tensor([out], device=log_k.device)])
-        codes, states = self.codes, self.seed(self.codes)
+        # eval constants need no graph; detached, no module sees a tensor that wants one (a FLOP
+        # counter's module tracker hooks the gradient of every such input, which fails here)
+        codes = self.codes.detach() if drop else self.codes
+        states = self.seed(codes)
         med_codes, send_codes = codes[mediators], codes[senders]
         prop_kernel = log_k[mediators][:, senders]
         return {

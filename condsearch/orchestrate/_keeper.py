@@ -162,6 +162,9 @@ def _costliest_flops(space: Any) -> float:
     best = None
     budget = COSTLIEST_CANDIDATES
     with torch.random.fork_rng(devices=[]):
+        # random weights decide an adaptive model's routes: seeded, every process of a search
+        # (and every resume) gets the same reference point
+        torch.manual_seed(0)
         for combo in combos:
             arch = space.sample(_Highest(choices, dict(zip(unordered, combo))))
             model = build_model(arch, task).eval()

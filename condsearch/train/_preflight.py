@@ -111,7 +111,8 @@ def check_built(model: nn.Module, x: torch.Tensor, params: int, batch_size: int,
     a static network, its FLOPs against `max_flops`; `x` holds a few real samples."""
     x = x[:MEASURE_SAMPLES].to(device)
     limit, how = memory_limit(limits.max_memory_gb, *device_memory(device))
-    probe = copy.deepcopy(model)  # one copy for both measurements: the model stays as built
+    # one copy on the device for both measurements: the model stays as built, where it was built
+    probe = copy.deepcopy(model).to(device)
     per_sample = activations_per_sample(probe, x)
     need = training_bytes(params, per_sample / ACTIVATION_BYTES, batch_size)
     if need > limit:
