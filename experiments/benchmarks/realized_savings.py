@@ -35,12 +35,15 @@ machine's noise moves it), and the JSON the same figure from the thread's CPU ti
   at batch 1 (docs/architecture.md). A larger circuit is also run at batch 1.
 
 `--only SECTION ...` re-measures some sections and merges their rows into the existing report.
+`--batches 1 256` keeps only the rows at those batch sizes (of the 1 and 256 the configurations
+name). `--device cuda` measures on a GPU: models are built and calibrated on the CPU as here, then
+moved with their inputs to the device, and every timed step ends with `torch.cuda.synchronize()`.
 
 Threads default to 1: on a small shared machine a second OpenMP thread that has been descheduled
 stalls every parallel op at its barrier (milliseconds each), which swamps what is being measured.
 
     python experiments/benchmarks/realized_savings.py [--quick] [--threads N] [--out PATH]
-        [--only SECTION ...]
+        [--only SECTION ...] [--batches N ...] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -84,9 +88,25 @@ TARGETS = {
 #: how the table names a time-ratio figure, by component
 TIME_RATIO_LABELS = {"moe": "t(MoE)/t(dense)", "cigt": "t(CIGT)/t(thin)"}
 
+T = TypeVar("T", torch.Tensor, nn.Module)
+
 IMAGE = {"input_kind": "image", "input_shape": [1, 28, 28], "num_classes": 10, "vocab_size": None}
 
 Timing = dict[str, list[float]]  # "wall" and "cpu": seconds of each repeat
+
+#: where models and inputs are measured (`--device`); built and calibrated on the CPU first
+DEVICE = torch.device("cpu")
+
+
+def _on(item: T) -> T:
+    """A model or an input tensor, built on the CPU, moved to DEVICE."""
+    return item.to(DEVICE)
+
+
+def _sync() -> None:
+    """Wait for the device's queued work, so that a timed step ends when its work does."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +114,7 @@ Timing = dict[str, list[float]]  # "wall" and "cpu": seconds of each repeat
 
 
 def _machine(threads: int) -> dict:
+    """The machine; on a GPU also its name (CPU reports keep their fields as they were)."""
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -102,9 +123,13 @@ def _machine(threads: int) -> dict:
                 break
     except OSError:
         pass
-    return {"platform": platform.platform(), "cpu_model": cpu or platform.processor(),
-            "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
-            "python": platform.python_version()}
+    found = {"platform": platform.platform(), "cpu_model": cpu or platform.processor(),
+             "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
+             "python": platform.python_version()}
+    if DEVICE.type == "cuda":
+        found.update(device=str(DEVICE), gpu=torch.cuda.get_device_name(DEVICE),
+                     cuda=torch.version.cuda)
+    return found
 
 
 def _load() -> list[float]:
@@ -135,6 +160,7 @@ def _interleaved(variants: list[list[Callable[[], object]]], repeats: int,
                 for i in order if (r + j) % 2 == 0 else reversed(order):
                     c, w = time.thread_time(), time.perf_counter()
                     variants[i][j]()
+                    _sync()
                     wall[i] += time.perf_counter() - w
                     cpu[i] += time.thread_time() - c
             for i in range(len(variants)):
@@ -226,12 +252,14 @@ def _moe_stack(dim: int, depth: int, heads: int, hidden: int, moe: tuple[int, in
 def bench_moe(cfg: dict, repeats: int, checks: list) -> list[dict]:
     dim, depth, heads, hidden = cfg["dim"], cfg["depth"], cfg["heads"], cfg["hidden"]
     batch, tokens = cfg["batch"], cfg["tokens"]
-    x = torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(1))
     rows = []
+    if batch not in cfg.get("batches", [batch]):  # --batches left this section's batch out
+        return rows
+    x = _on(torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(1)))
     for experts, top_k in cfg["experts_topk"]:
-        moe = _moe_stack(dim, depth, heads, hidden, (experts, top_k), seed=0)
-        active = _moe_stack(dim, depth, heads, top_k * hidden, None, seed=0)
-        every = _moe_stack(dim, depth, heads, experts * hidden, None, seed=0)
+        moe = _on(_moe_stack(dim, depth, heads, hidden, (experts, top_k), seed=0))
+        active = _on(_moe_stack(dim, depth, heads, top_k * hidden, None, seed=0))
+        every = _on(_moe_stack(dim, depth, heads, experts * hidden, None, seed=0))
         reset_routing_stats(moe)
         f_moe = _flops(moe, x)
         stats = [b.routing_stats() for b in moe.modules() if isinstance(b, MoEFeedForward)]
@@ -291,15 +319,15 @@ def bench_token_selection(cfg: dict, repeats: int, checks: list) -> list[dict]:
     tokenizer = Tokenizer(PatchEmbed(c, hgt, wid, patch, dim), dim)
     layers = nn.ModuleList(TransformerLayer(dim, heads, 2.0) for _ in range(depth))
     head = ClassHead(dim, 10)
-    plain = _SelectingViT(tokenizer, layers, head, None).eval()
+    plain = _on(_SelectingViT(tokenizer, layers, head, None).eval())
     tokens = tokenizer.embed.num_tokens + 1
     gen = torch.Generator().manual_seed(2)
     rows = []
     for keep in cfg["keep_ratios"]:
-        selecting = _SelectingViT(tokenizer, layers, head, TokenSelection(dim, keep)).eval()
+        selecting = _on(_SelectingViT(tokenizer, layers, head, TokenSelection(dim, keep)).eval())
         for batch in cfg["batches"]:
             n = cfg["batch1_samples"] if batch == 1 else batch  # batch 1: distinct samples
-            xs = torch.randn(n, c, hgt, wid, generator=gen)
+            xs = _on(torch.randn(n, c, hgt, wid, generator=gen))
             per_call = n if batch == 1 else 1
             f_sel, f_plain = _flops(selecting, xs), _flops(plain, xs)
             if batch == cfg["batches"][0]:
@@ -397,6 +425,8 @@ def bench_early_exit(cfg: dict, repeats: int, checks: list) -> list[dict]:
     _equalise_heads(model, calibrate)
     singles = torch.randn(cfg["batch1_samples"], *IMAGE["input_shape"], generator=gen)
     batch = torch.randn(cfg["batch"], *IMAGE["input_shape"], generator=gen)
+    model, static, calibrate, singles, batch = map(_on, (model, static, calibrate, singles, batch))
+    sizes = [size for size in (1, cfg["batch"]) if size in cfg.get("batches", [1, cfg["batch"]])]
 
     def with_threshold(t: float, steps: list[Callable[[], object]]) -> list[Callable[[], None]]:
         def at(step: Callable[[], object]) -> Callable[[], None]:
@@ -412,13 +442,15 @@ def bench_early_exit(cfg: dict, repeats: int, checks: list) -> list[dict]:
     for share in cfg["early_shares"]:
         threshold = _early_share_threshold(model, calibrate, share)
         for x, size in ((singles, 1), (batch, cfg["batch"])):
+            if size not in sizes:
+                continue
             trunk.threshold = 2.0
             f_never, f_static = _flops(model, x), _flops(static, x)
             trunk.threshold = threshold
             reset_routing_stats(model)
             f_exit = _flops(model, x)
             stats = routing_stats(model)
-            if size == 1 and share == cfg["early_shares"][0]:
+            if size == sizes[0] and share == cfg["early_shares"][0]:
                 checks.append({"model": f"early exit share {share}", "max_rel_error":
                                _cross_check(model, x, f_exit, cfg["check_samples"])})
             per_call = len(x) if size == 1 else 1
@@ -506,12 +538,13 @@ def bench_cigt(cfg: dict, repeats: int, checks: list) -> list[dict]:
         _calibrate_batchnorm(models[name], calibrate)
     cigt, thick, thin = models["cigt"], models["thick"], models["thin"]
     _spread_routes(cigt, calibrate)
+    cigt, thick, thin = map(_on, (cigt, thick, thin))
     widths = "[" + ",".join(str(w) for w in cfg["widths"]) + "]"
     setting = f"{widths} ch{cfg['channels']} k{cfg['kernel']} h{cfg['hidden']}, argmax routes"
     rows = []
     for size in cfg["batches"]:
         n = cfg["batch1_samples"] if size == 1 else size  # batch 1: distinct samples
-        x = torch.randn(n, *IMAGE["input_shape"], generator=gen)
+        x = _on(torch.randn(n, *IMAGE["input_shape"], generator=gen))
         reset_routing_stats(cigt)
         f_cigt = _flops(cigt, x)
         stats = routing_stats(cigt)
@@ -544,10 +577,10 @@ def bench_nac(cfg: dict, repeats: int, checks: list) -> list[dict]:
     section = {k: cfg[k] for k in ("dim", "input_modules", "mediators", "layers", "heads",
                                    "patch_size")}
     torch.manual_seed(0)
-    full = NAC({"backbone": "nac", "nac": section}, IMAGE).eval()
+    full = _on(NAC({"backbone": "nac", "nac": section}, IMAGE).eval())
     gen = torch.Generator().manual_seed(5)
-    inputs = {size: torch.randn(cfg["batch1_samples"] if size == 1 else size,
-                                *IMAGE["input_shape"], generator=gen)
+    inputs = {size: _on(torch.randn(cfg["batch1_samples"] if size == 1 else size,
+                                    *IMAGE["input_shape"], generator=gen))
               for size in cfg["batches"]}
     mediators = cfg["mediators"]
     rows = []
@@ -664,6 +697,37 @@ def _run_section(name: str, cfg: dict, checks: list) -> list[dict]:
     return bench(cfg[name], repeats, checks)
 
 
+def _sizes(one: dict) -> list[int]:
+    """The batch sizes one section configuration measures (1: distinct samples one at a time)."""
+    if "batches" in one:
+        return list(one["batches"])
+    return [one["batch"]] if "early_shares" not in one else [1, one["batch"]]  # moe; early exit
+
+
+def _select_batches(cfg: dict, batches: list[int]) -> dict:
+    """`cfg` measuring only the rows at `batches`; a configuration left with none is dropped."""
+    named = sorted({size for name in SECTIONS
+                    for one in (cfg[name] if isinstance(cfg[name], list) else [cfg[name]])
+                    for size in _sizes(one)})
+    unknown = sorted(set(batches) - set(named))
+    if unknown:
+        raise SystemExit(f"--batches {' '.join(map(str, unknown))}: the configurations measure "
+                         f"batch sizes {', '.join(map(str, named))} only")
+    cfg = copy.deepcopy(cfg)
+    for name in SECTIONS:
+        if isinstance(cfg[name], list):
+            for one in cfg[name]:
+                one["batches"] = [size for size in _sizes(one) if size in batches]
+            cfg[name] = [one for one in cfg[name] if one["batches"]]
+        else:
+            cfg[name]["batches"] = [size for size in _sizes(cfg[name]) if size in batches]
+    return cfg
+
+
+def _measures_any(section: dict | list) -> bool:
+    return any(_sizes(one) for one in (section if isinstance(section, list) else [section]))
+
+
 def _section_of_check(check: dict) -> str:
     if "section" in check:
         return check["section"]
@@ -678,6 +742,10 @@ def _previous(path: Path, quick: bool) -> dict:
     if old.get("quick") != quick:
         raise SystemExit(f"{path} holds a {'quick' if old.get('quick') else 'full'} run; "
                          "--only merges only into a run of the same kind (or pass another --out)")
+    measured_on = old.get("machine", {}).get("device", "cpu")
+    if measured_on != str(DEVICE):
+        raise SystemExit(f"{path} was measured on {measured_on}; --only merges only into a run "
+                         f"on the same device (or pass another --out)")
     return old
 
 
@@ -689,11 +757,22 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
                         help=f"run only these sections ({', '.join(SECTIONS)}) and merge their "
                              "rows into the existing --out report, keeping the other sections'")
+    parser.add_argument("--batches", nargs="+", type=int, metavar="N",
+                        help="measure only the rows at these batch sizes (default: all the "
+                             "configurations name, 1 and 256)")
+    parser.add_argument("--device", default="cpu",
+                        help="where models and inputs are measured: cpu (default) or cuda[:N]")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: no CUDA device is visible to this process")
     torch.set_num_threads(args.threads)
     cfg = _configs(args.quick)
+    if args.batches:
+        cfg = _select_batches(cfg, args.batches)
     out = Path(args.out)
-    run = list(args.only or SECTIONS)
+    run = [name for name in args.only or SECTIONS if _measures_any(cfg[name])]
     old = _previous(out, args.quick) if args.only else {}
     checks: list[dict] = []
     rows: list[dict] = []
