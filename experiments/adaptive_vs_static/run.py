@@ -57,6 +57,8 @@ from resumable import Progress, duration  # noqa: E402
 TARGET_SAVING = 1.5
 DIRECTIONS = ["maximize", "minimize"]  # accuracy, FLOPs
 TRANSFORMER_COMPONENTS = ("adatape", "early_exit", "moe", "token_selection")
+#: trials a search runs between progress lines (a full trial takes minutes to an hour here)
+CHUNK = 4
 #: the static conv space's costliest candidate, whose plateau the study measures
 LARGEST_CONV = ("model.stem=16", "model.widths=[16, 32, 64]", "model.depths=[2, 2, 2]",
                 "model.kernel=5")
@@ -431,7 +433,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 first = args.reduction_factor * args.min_epochs
                 info = search_to_budget(ROOT / ARMS[arm].space, overrides_of(arm, args),
                                         workdir, seed, args.budget, args.epochs, first,
-                                        settings_key(arm, args), f"{arm} seed {seed}", eta)
+                                        settings_key(arm, args), f"{arm} seed {seed}", eta,
+                                        chunk=CHUNK)
             infos.setdefault(arm, {})[seed] = info
 
     measured = {arm: {seed: test_points(arm, Path(info["workdir"]), args)

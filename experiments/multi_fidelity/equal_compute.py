@@ -241,14 +241,16 @@ def measure(records: list[TrialRecord], budget: int, levels: list[int], flops_re
 
 def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int, budget: int,
                      epochs: int, first_trial_epochs: float, settings: dict[str, Any],
-                     label: str, eta: Any = None) -> dict[str, Any]:
+                     label: str, eta: Any = None, chunk: int | None = None
+                     ) -> dict[str, Any]:
     """Run (or reuse, or extend) one condsearch search until it has trained `budget` epochs in
     all; return its workdir, settings and wall time (`done.json` in the workdir).
 
     It runs in chunks (`search(..., trials=k)` resuming the workdir), each sized from the epochs a
     trial has cost so far (`first_trial_epochs` before any trial ran). A finished search with the
     same `settings` and at least this budget is reused; one with other settings starts over; an
-    interrupted one resumes. `eta(label, used, budget, seconds)` is told after every chunk."""
+    interrupted one resumes. `eta(label, used, budget, seconds)` is told after every chunk;
+    `chunk` caps a chunk's trials, so that long trials still report often."""
     import condsearch
 
     done, progress = workdir / "done.json", workdir / "progress.json"
@@ -275,6 +277,7 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
             break
         per_trial = used / len(records) if records and used else first_trial_epochs
         trials = max(1, math.ceil((budget - used) / max(per_trial, 1)))
+        trials = min(trials, chunk) if chunk else trials
         print(f"[{time.strftime('%H:%M:%S')}] {label}: {used}/{budget} epochs spent, "
               f"{trials} more trial(s)", flush=True)
         summary = condsearch.search(str(space), trials=trials, workdir=workdir, seed=seed,
