@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -170,6 +171,9 @@ def fit(
         optimizer, _schedule(total, float(cfg["warmup_fraction"]))
     )
     bf16 = cfg["precision"] == "bf16" and device.type == "cuda"
+    if cfg["precision"] == "bf16" and not bf16:
+        warnings.warn(f"train.precision bf16 applies on CUDA only; training on {device} in fp32",
+                      stacklevel=2)
     generator = torch.Generator().manual_seed(seed)
     state = state if state is not None else FitState()
     state._attach(model, task, device, optimizer, scheduler, generator)
