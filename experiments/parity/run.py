@@ -106,7 +106,6 @@ def main(argv: list[str] | None = None) -> str:
     if args.quick:
         args.lengths, args.seeds, args.size, args.epochs = [8], [0], 1000, 1
         args.dim, args.depth = 32, 2
-    started = time.perf_counter()
     # a finished (length, seed, model) is kept under --runs and reused: a stopped run resumes,
     # and processes given other --seeds or --lengths add their rows to the same table
     units = Units(args.runs, {k: v for k, v in vars(args).items()
@@ -127,7 +126,8 @@ def main(argv: list[str] | None = None) -> str:
     rows = sorted(units.all().values(), key=lambda r: (r["length"], r["seed"], r["model"]))
     command = "python experiments/parity/run.py " + " ".join(argv if argv is not None else [])
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "command": command.strip(), "seconds": time.perf_counter() - started,
+                # the runs' own time, whichever process (or earlier invocation) ran them
+                "command": command.strip(), "seconds": sum(r["train_seconds"] for r in rows),
                 "machine": machine()}
     text = write(rows, settings, args.out)
     print(text)
