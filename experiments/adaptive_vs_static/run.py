@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "multi_fidelity"))
-from equal_compute import search_to_budget  # noqa: E402
+from equal_compute import front, search_to_budget  # noqa: E402
 from reporting import machine, write_results  # noqa: E402
 from resumable import Progress, duration  # noqa: E402
 
@@ -183,18 +183,19 @@ def test_points(arm: str, workdir: Path, args: argparse.Namespace) -> list[dict[
     from condsearch.train import evaluate
 
     cache = workdir / "test_points.json"
-    front = [p for p in load_front(workdir) if p.on_front]
-    key = {"front": sorted(p.number for p in front), "test_limit": args.test_limit}
+    points = [p for p in load_front(workdir) if p.on_front]
+    key = {"front": sorted(p.number for p in points), "test_limit": args.test_limit}
     if cache.exists() and json.loads(cache.read_text())["key"] == key:
         return json.loads(cache.read_text())["points"]
     rows = []
-    for p in front:
-        out = export_point(workdir, workdir / "exports" / str(p.number), trial=p.number,
-                           force=True)
-        task = load_task(p.task)
+    if points:  # every point of one search has the search's task: loaded once
+        task = load_task(points[0].task)
         if args.test_limit:
             task = dataclasses.replace(task, test=(task.test[0][:args.test_limit],
                                                    task.test[1][:args.test_limit]))
+    for p in points:
+        out = export_point(workdir, workdir / "exports" / str(p.number), trial=p.number,
+                           force=True)
         figures = evaluate(load_exported(out), task, "test", 512, "cpu").summary()
         rows.append({"number": p.number, "trial": p.trial, "derived": p.derived,
                      "knobs": p.knobs, "static": is_static(arm, p.arch),
@@ -208,11 +209,8 @@ def test_points(arm: str, workdir: Path, args: argparse.Namespace) -> list[dict[
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (accuracy, FLOPs) points no other point dominates, cheapest first."""
-    from condsearch.orchestrate._pareto import non_dominated
-
-    keep = non_dominated([list(p) for p in points], DIRECTIONS) if points else []
-    return sorted({points[i] for i in keep}, key=lambda p: (p[1], -p[0]))
+    """The (accuracy, FLOPs) points no other point dominates, each once, cheapest first."""
+    return sorted(set(front(points)), key=lambda p: (p[1], -p[0])) if points else []
 
 
 def knee(front: list[tuple[float, float]]) -> tuple[float, float]:
