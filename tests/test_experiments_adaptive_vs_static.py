@@ -49,8 +49,15 @@ def test_the_short_study_compares_the_static_and_adaptive_test_fronts(tmp_path):
         assert all(a < knee_accuracy for a, _ in seed["adaptive_front"])
     else:
         assert seed["saving_at_knee"] == pytest.approx(knee_flops / at_knee)
+    # each arm's own test front: its best point is its most accurate measured point
+    for arm, row in results["arms_table"].items():
+        rows = results["points"][arm]["0"]
+        assert row["seeds"] == 1 and row["trials"] >= 1 and row["front_points"] >= 1
+        assert row["best"][0] == max(r["test_accuracy"] for r in rows)
+        assert row["cheapest"][1] == min(r["test_flops"] for r in rows)
     readme = (out / "README.md").read_text()
     assert "FLOPs saving at the static front's knee accuracy" in readme
+    assert "Every arm's own test front" in readme
     assert (out / "fronts.png").exists()
 
     # a rerun reuses every finished search and its test measurements: nothing is trained again

@@ -332,6 +332,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         cells = [_ratio(by_seed[k].get("saving_at_knee")) if k in by_seed else "–"
                  for k in s["per_seed"]]
         lines.append(f"| {ARMS[arm].label} | " + " | ".join(cells) + " |")
+    lines += ["", "Every arm's own test front (mean over seeds; best: its most accurate point, "
+              "cheapest: its point with the fewest mean MFLOPs):", "",
+              "| arm | kind | seeds | trials | search time | front points | best test acc. "
+              "(MFLOPs) | cheapest (test acc., MFLOPs) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for arm, row in results["arms_table"].items():
+        lines.append(
+            f"| {ARMS[arm].label} | {'static' if ARMS[arm].static else 'adaptive'} | "
+            f"{row['seeds']} | {row['trials']:.1f} | {duration(row['seconds'])} | "
+            f"{row['front_points']:.1f} | {row['best'][0]:.4f} ({_mf(row['best'][1])}) | "
+            f"{row['cheapest'][0]:.4f}, {_mf(row['cheapest'][1])} |")
     plateau = results.get("plateau")
     if plateau:
         lines += ["", f"Plateau: the static conv space's largest candidate reaches validation "
@@ -374,9 +384,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--budget", type=int, default=48,
+    parser.add_argument("--budget", type=int, default=36,
                         help="training epochs per arm and seed, all trials together (B)")
-    parser.add_argument("--epochs", type=int, default=12,
+    parser.add_argument("--epochs", type=int, default=9,
                         help="train.epochs of a full trial (the plateau measured: README)")
     parser.add_argument("--min-epochs", type=int, default=1, help="MO-ASHA's first rung")
     parser.add_argument("--reduction-factor", type=float, default=3.0)
@@ -384,7 +394,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="training images (default: the whole training split)")
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--test-limit", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2, help="search.cpus_per_trial")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="search.cpus_per_trial (one process per core: split by --seeds or "
+                             "--arms)")
     parser.add_argument("--plateau", action="store_true",
                         help="measure where the static conv plateaus, then stop")
     parser.add_argument("--plateau-epochs", type=int, default=20)
@@ -470,9 +482,37 @@ def _results(measured: dict[str, dict[int, list[dict[str, Any]]]],
         "arms": {arm: dataclasses.asdict(ARMS[arm]) for arm in measured},
         "plateau": json.loads(plateau.read_text()) if plateau.exists() else None,
         "summary": summarise(measured),
+        "arms_table": arms_table(measured, infos, args),
         "points": {arm: {str(s): rows for s, rows in by_seed.items()}
                    for arm, by_seed in measured.items()},
     }
+
+
+def arms_table(measured: dict[str, dict[int, list[dict[str, Any]]]],
+               infos: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace
+               ) -> dict[str, dict[str, Any]]:
+    """Per arm, means over its seeds: trials trained, search wall time, test-front size, and the
+    test front's most accurate and cheapest points."""
+    from equal_compute import read_condsearch
+
+    table = {}
+    for arm, by_seed in measured.items():
+        fronts = {s: pareto([(r["test_accuracy"], r["test_flops"]) for r in rows])
+                  for s, rows in by_seed.items() if rows}
+        if not fronts:
+            continue
+        best = [max(f, key=lambda p: (p[0], -p[1])) for f in fronts.values()]
+        cheapest = [f[0] for f in fronts.values()]
+        table[arm] = {
+            "seeds": len(fronts),
+            "trials": statistics.fmean(
+                len(read_condsearch(Path(infos[arm][s]["workdir"]), args.epochs)) for s in fronts),
+            "seconds": statistics.fmean(infos[arm][s]["seconds"] for s in fronts),
+            "front_points": statistics.fmean(len(f) for f in fronts.values()),
+            "best": [statistics.fmean(p[i] for p in best) for i in (0, 1)],
+            "cheapest": [statistics.fmean(p[i] for p in cheapest) for i in (0, 1)],
+        }
+    return table
 
 
 if __name__ == "__main__":
