@@ -304,7 +304,12 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                + (f", not reached in {head['unreached']}" if head["unreached"] else "")
                + f" (target ≥ {TARGET_SAVING}×: "
                + ("met" if head["mean"] >= TARGET_SAVING else "missed") + ")")
-    lines = [
+    missing = [f"{arm} seed {seed}" for seed in args.seeds for arm in args.arms
+               if str(seed) not in results["points"].get(arm, {})]
+    lines = [f"**Partial: {len(missing)} of {len(args.seeds) * len(args.arms)} searches have "
+             f"not finished** ({', '.join(missing)}); every figure below may change as they "
+             "do.", ""] if missing else []
+    lines += [
         f"Budget: {args.budget} training epochs per arm and seed (MO-ASHA, rungs from epoch "
         f"{args.min_epochs}, η = {args.reduction_factor:g}, {args.epochs} epochs a full trial), "
         f"{results['train_images']} training images, {results['validation_images']} validation "
@@ -382,7 +387,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default: 0 1 2 (0 with --quick)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--budget", type=int, default=36,
                         help="training epochs per arm and seed, all trials together (B)")
@@ -411,9 +417,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="tiny version: 1 seed, 2 epochs a trial, a budget of 4 epochs")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.budget, args.epochs, args.plateau_epochs = [0], 4, 2, 2
+        args.seeds, args.budget, args.epochs, args.plateau_epochs = args.seeds or [0], 4, 2, 2
         args.train_limit, args.val_fraction, args.test_limit = 400, 0.005, 300
         args.threads = 1
+    args.seeds = args.seeds or [0, 1, 2]
     if args.budget < args.epochs:
         parser.error(f"--budget {args.budget} is less than one full trial ({args.epochs} epochs)")
     if args.runs is None:
