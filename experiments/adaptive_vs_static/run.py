@@ -304,9 +304,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                + (f", not reached in {head['unreached']}" if head["unreached"] else "")
                + f" (target ≥ {TARGET_SAVING}×: "
                + ("met" if head["mean"] >= TARGET_SAVING else "missed") + ")")
-    missing = [f"{arm} seed {seed}" for seed in args.seeds for arm in args.arms
-               if str(seed) not in results["points"].get(arm, {})]
-    lines = [f"**Partial: {len(missing)} of {len(args.seeds) * len(args.arms)} searches have "
+    missing = results["missing"]
+    lines = [f"**Partial: {len(missing)} of {results['searches']} searches have "
              f"not finished** ({', '.join(missing)}); every figure below may change as they "
              "do.", ""] if missing else []
     lines += [
@@ -488,6 +487,9 @@ def _results(measured: dict[str, dict[int, list[dict[str, Any]]]],
                               for i in by_seed.values()),
         "arms": {arm: dataclasses.asdict(ARMS[arm]) for arm in measured},
         "plateau": json.loads(plateau.read_text()) if plateau.exists() else None,
+        "searches": len(args.seeds) * len(args.arms),
+        "missing": [f"{arm} seed {seed}" for seed in args.seeds for arm in args.arms
+                    if seed not in measured.get(arm, {})],
         "summary": summarise(measured),
         "arms_table": arms_table(measured, infos, args),
         "points": {arm: {str(s): rows for s, rows in by_seed.items()}

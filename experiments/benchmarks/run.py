@@ -238,6 +238,8 @@ def _multi_fidelity_why(report: dict[str, Any]) -> str:
 def adaptive_vs_static_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The study's headline: static knee FLOPs over the adaptive front's FLOPs at the knee's test
     accuracy, the mean over the seeds that reached it (seeds that never reached it miss)."""
+    if report.get("missing"):  # a partial study has no headline: "Studies without results yet"
+        return []
     head = report["summary"]["saving_at_knee"]
     seeds = len(report["summary"]["per_seed"])
     if head["mean"] is None:
@@ -301,7 +303,7 @@ def markdown(rows: list[dict[str, Any]], sources: dict[str, Any], host: str) -> 
     if waiting:
         lines += ["## Studies without results yet", ""]
         lines += [f"- {name.replace('_', ' ')} (experiments/{name}/README.md): target "
-                  f"{STUDY_TARGETS[name]}; not measured at its budget yet." for name in waiting]
+                  f"{STUDY_TARGETS[name]}; {_study_state(name)}." for name in waiting]
         lines.append("")
     if missed:
         lines += ["## Misses and why", "",
@@ -326,6 +328,17 @@ def _measured_at(path: Path, report: dict[str, Any]) -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+
+
+def _study_state(name: str) -> str:
+    """Where a study without a headline stands: not run, or how many searches it lacks."""
+    path = STUDIES[name]
+    missing = json.loads(path.read_text()).get("missing") if path.exists() else None
+    if not missing:
+        return "not measured at its budget yet"
+    total = json.loads(path.read_text())["searches"]
+    return (f"partial, {total - len(missing)} of {total} searches finished (the README shows "
+            "them)")
 
 
 def _machine_of(report: dict[str, Any]) -> str:
