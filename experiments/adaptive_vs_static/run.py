@@ -333,7 +333,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
               "per seed):", "", "| arm | " + " | ".join(f"seed {k}" for k in s["per_seed"])
               + " |", "|---|" + "---:|" * len(s["per_seed"])]
     for arm, by_seed in s["per_arm"].items():
-        cells = [_ratio(by_seed[k].get("saving_at_knee")) if k in by_seed else "–"
+        cells = [_ratio(by_seed[k].get("saving_at_knee"))
+                 if "static_knee" in by_seed.get(k, {}) else "–"  # –: no static front yet
                  for k in s["per_seed"]]
         lines.append(f"| {ARMS[arm].label} | " + " | ".join(cells) + " |")
     lines += ["", "Every arm's own test front (mean over seeds; best: its most accurate point, "
