@@ -70,4 +70,4 @@ def test_the_short_study_compares_the_static_and_adaptive_test_fronts(tmp_path):
     # a report over more seeds than have finished says which searches it lacks
     partial = _run(out, runs, "--report-only", "--seeds", "0", "1")
     assert partial.returncode == 0, partial.stderr[-3000:]
-    assert "**Partial: 6 of 12 searches have not finished** (static_conv seed 1," in partial.stdout
+    assert "**Partial: 6 of 12 searches not finished yet** (static_conv seed 1," in partial.stdout

@@ -305,9 +305,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                + f" (target ≥ {TARGET_SAVING}×: "
                + ("met" if head["mean"] >= TARGET_SAVING else "missed") + ")")
     missing = results["missing"]
-    lines = [f"**Partial: {len(missing)} of {results['searches']} searches have "
-             f"not finished** ({', '.join(missing)}); every figure below may change as they "
-             "do.", ""] if missing else []
+    lines = [f"**Partial: {len(missing)} of {results['searches']} searches not finished "
+             f"yet** ({', '.join(missing)}); every figure below may change when they finish.",
+             ""] if missing else []
     lines += [
         f"Budget: {args.budget} training epochs per arm and seed (MO-ASHA, rungs from epoch "
         f"{args.min_epochs}, η = {args.reduction_factor:g}, {args.epochs} epochs a full trial), "
