@@ -526,4 +526,7 @@ def arms_table(measured: dict[str, dict[int, list[dict[str, Any]]]],
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] if len(sys.argv) > 1 else None)
+    try:
+        main(sys.argv[1:] if len(sys.argv) > 1 else None)
+    except KeyboardInterrupt:  # every finished trial is kept: a rerun resumes
+        sys.exit("interrupted: rerun the same command to resume where it stopped")
