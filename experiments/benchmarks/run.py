@@ -333,12 +333,12 @@ def _measured_at(path: Path, report: dict[str, Any]) -> str:
 def _study_state(name: str) -> str:
     """Where a study without a headline stands: not run, or how many searches it lacks."""
     path = STUDIES[name]
-    missing = json.loads(path.read_text()).get("missing") if path.exists() else None
-    if not missing:
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if not report.get("missing"):
         return "not measured at its budget yet"
-    total = json.loads(path.read_text())["searches"]
-    return (f"partial, {total - len(missing)} of {total} searches finished (the README shows "
-            "them)")
+    total = report["searches"]
+    return (f"partial, {total - len(report['missing'])} of {total} searches finished (the README "
+            "shows them)")
 
 
 def _machine_of(report: dict[str, Any]) -> str:
