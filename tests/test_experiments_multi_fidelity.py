@@ -79,3 +79,33 @@ def test_the_equal_compute_cut_keeps_the_trials_within_the_budget_in_the_order_t
     assert measures.hypervolume_at(records, 30, 100.0) < 0.95 * 0.9
     assert measures.spearman([(1, 2), (2, 3), (3, 5), (4, 4)]) == pytest.approx(0.8)
     assert math.isnan(measures.spearman([(1, 2), (1, 3), (1, 4)]))
+
+
+def test_a_study_search_interrupted_in_its_first_call_resumes_with_its_finished_trials(
+        tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "multi_fidelity"))
+    import equal_compute as measures
+
+    import condsearch
+
+    space, workdir = ROOT / "search_spaces" / "digits_early_exit.yaml", tmp_path / "search"
+    args = dict(space=space, overrides=["train.epochs=1", "task.train_limit=200"],
+                workdir=workdir, seed=0, budget=3, epochs=1, first_trial_epochs=1,
+                settings={"budget": 3}, label="digits")
+    search = condsearch.search
+
+    def interrupted_after_one_trial(*a, **k):  # a Ctrl-C once the first trial has finished
+        search(*a, **{**k, "trials": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(condsearch, "search", interrupted_after_one_trial)
+    with pytest.raises(KeyboardInterrupt):
+        measures.search_to_budget(**args)
+    [first] = measures.read_condsearch(workdir, 1)
+    assert first.finished
+
+    monkeypatch.setattr(condsearch, "search", search)
+    info = measures.search_to_budget(**args)
+    records = measures.read_condsearch(workdir, 1)
+    assert records[0] == first and measures.spent(records) >= 3
+    assert info["calls"] >= 2 and info["seconds"] > 0  # the interrupted call's time counts

@@ -252,6 +252,7 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
     interrupted one resumes. `eta(label, used, budget, seconds)` is told after every chunk;
     `chunk` caps a chunk's trials, so that long trials still report often."""
     import condsearch
+    from condsearch.orchestrate._workdir import STATE_FILE
 
     done, progress = workdir / "done.json", workdir / "progress.json"
     if done.exists():
@@ -266,10 +267,11 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
         info = {"workdir": str(workdir), "settings": settings, "budget": budget,
                 "seconds": 0.0, "calls": 0, "started": time.time()}
     info["budget"] = budget
+    progress.write_text(json.dumps(info))  # before the first call: an interrupt in it resumes
     done.unlink(missing_ok=True)
     stalled = 0
     while True:
-        records = read_condsearch(workdir, epochs) if info["calls"] else []
+        records = read_condsearch(workdir, epochs) if (workdir / STATE_FILE).exists() else []
         used = spent(records)
         if eta is not None:
             eta(label, used, budget, info["seconds"])
@@ -280,11 +282,14 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
         trials = min(trials, chunk) if chunk else trials
         print(f"[{time.strftime('%H:%M:%S')}] {label}: {used}/{budget} epochs spent, "
               f"{trials} more trial(s)", flush=True)
-        summary = condsearch.search(str(space), trials=trials, workdir=workdir, seed=seed,
-                                    overrides=overrides, progress=False)
-        info["seconds"] += summary.seconds
-        info["calls"] += 1
-        progress.write_text(json.dumps(info))
+        began = time.monotonic()
+        try:
+            condsearch.search(str(space), trials=trials, workdir=workdir, seed=seed,
+                              overrides=overrides, progress=False)
+        finally:  # an interrupted call's time counts too: its finished trials are kept
+            info["seconds"] += time.monotonic() - began
+            info["calls"] += 1
+            progress.write_text(json.dumps(info))
         after = spent(read_condsearch(workdir, epochs))
         stalled = stalled + 1 if after == used else 0
         if stalled >= 3:
