@@ -298,7 +298,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     s = results["summary"]
     head = s["saving_at_knee"]
     verdict = ((f"the adaptive front never reached it ({head['unreached']} seed(s); target "
-                f"≥ {TARGET_SAVING}×: missed)" if head["unreached"] else "no seed finished")
+                f"≥ {TARGET_SAVING}×: missed)" if head["unreached"]
+                else "no seed has both a static and an adaptive front yet")
                if head["mean"] is None else
                f"**{head['mean']:.2f}× ± {head['stdev']:.2f}** over {head['seeds']} seed(s)"
                + (f", not reached in {head['unreached']}" if head["unreached"] else "")
@@ -329,9 +330,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{_mf(r['adaptive_flops_at_knee_accuracy'])} | {_ratio(r['saving_at_knee'])} | "
             f"{r['static_best'][0]:.4f} | {_ratio(r['saving_at_best'])} | "
             f"{'–' if acc_at is None else f'{acc_at:.4f}'} |")
-    lines += ["", "Each adaptive arm alone against the static front (saving at the knee accuracy, "
-              "per seed):", "", "| arm | " + " | ".join(f"seed {k}" for k in s["per_seed"])
-              + " |", "|---|" + "---:|" * len(s["per_seed"])]
+    if s["per_arm"]:
+        lines += ["", "Each adaptive arm alone against the static front (saving at the knee "
+                  "accuracy, per seed):", "", "| arm | "
+                  + " | ".join(f"seed {k}" for k in s["per_seed"]) + " |",
+                  "|---|" + "---:|" * len(s["per_seed"])]
     for arm, by_seed in s["per_arm"].items():
         cells = [_ratio(by_seed[k].get("saving_at_knee"))
                  if "static_knee" in by_seed.get(k, {}) else "–"  # –: no static front yet
