@@ -71,3 +71,5 @@ def test_the_short_study_compares_the_static_and_adaptive_test_fronts(tmp_path):
     partial = _run(out, runs, "--report-only", "--seeds", "0", "1")
     assert partial.returncode == 0, partial.stderr[-3000:]
     assert "**Partial: 6 of 12 searches not finished yet** (static_conv seed 1," in partial.stdout
+    assert "The savings use only the seeds whose searches all finished (0)." in partial.stdout
+    assert list(json.loads((out / "results.json").read_text())["summary"]["per_seed"]) == ["0"]

@@ -109,3 +109,36 @@ def test_a_study_search_interrupted_in_its_first_call_resumes_with_its_finished_
     records = measures.read_condsearch(workdir, 1)
     assert records[0] == first and measures.spent(records) >= 3
     assert info["calls"] >= 2 and info["seconds"] > 0  # the interrupted call's time counts
+
+
+HOLD_LOCK = """import sys, time
+from pathlib import Path
+from condsearch.orchestrate._workdir import WorkdirLock
+with WorkdirLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_study_search_never_deletes_a_search_another_process_is_running(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "multi_fidelity"))
+    import equal_compute as measures
+
+    from condsearch import SearchError
+
+    workdir = tmp_path / "search"
+    workdir.mkdir()
+    (workdir / "study.db").write_text("another process's study")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(SearchError, match="another condsearch search is running"):
+            measures.search_to_budget(
+                ROOT / "search_spaces" / "digits_early_exit.yaml",
+                ["train.epochs=1", "task.train_limit=200"], workdir, seed=0, budget=1, epochs=1,
+                first_trial_epochs=1, settings={"other": "settings"}, label="digits")
+        assert (workdir / "study.db").read_text() == "another process's study"
+    finally:
+        holder.kill()
+        holder.wait()

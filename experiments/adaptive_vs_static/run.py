@@ -307,7 +307,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                + ("met" if head["mean"] >= TARGET_SAVING else "missed") + ")")
     missing = results["missing"]
     lines = [f"**Partial: {len(missing)} of {results['searches']} searches not finished "
-             f"yet** ({', '.join(missing)}); every figure below may change when they finish.",
+             f"yet** ({', '.join(missing)}); every figure below may change when they finish. "
+             "The savings use only the seeds whose searches all finished ("
+             + (", ".join(map(str, results["complete_seeds"])) or "none yet") + ").",
              ""] if missing else []
     lines += [
         f"Budget: {args.budget} training epochs per arm and seed (MO-ASHA, rungs from epoch "
@@ -482,6 +484,8 @@ def _results(measured: dict[str, dict[int, list[dict[str, Any]]]],
     task = load_task({"dataset": "fashion_mnist", "seed": 0, "val_fraction": args.val_fraction,
                       **({"train_limit": args.train_limit} if args.train_limit else {})})
     plateau = args.out / "plateau.json"
+    # a seed with some arms unfinished would compare the static front with part of the adaptive
+    whole = [s for s in args.seeds if all(s in measured.get(arm, {}) for arm in args.arms)]
     return {
         "target_saving": TARGET_SAVING,
         "train_images": int(task.train[1].shape[0]),
@@ -494,7 +498,9 @@ def _results(measured: dict[str, dict[int, list[dict[str, Any]]]],
         "searches": len(args.seeds) * len(args.arms),
         "missing": [f"{arm} seed {seed}" for seed in args.seeds for arm in args.arms
                     if seed not in measured.get(arm, {})],
-        "summary": summarise(measured),
+        "complete_seeds": whole,
+        "summary": summarise({arm: {s: rows for s, rows in by_seed.items() if s in whole}
+                              for arm, by_seed in measured.items()}),
         "arms_table": arms_table(measured, infos, args),
         "points": {arm: {str(s): rows for s, rows in by_seed.items()}
                    for arm, by_seed in measured.items()},
@@ -529,7 +535,11 @@ def arms_table(measured: dict[str, dict[int, list[dict[str, Any]]]],
 
 
 if __name__ == "__main__":
+    from condsearch import SearchError
+
     try:
         main(sys.argv[1:] if len(sys.argv) > 1 else None)
     except KeyboardInterrupt:  # every finished trial is kept: a rerun resumes
         sys.exit("interrupted: rerun the same command to resume where it stopped")
+    except SearchError as exc:  # e.g. an arm and seed another process is searching
+        sys.exit(f"error: {exc}")

@@ -249,10 +249,10 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
     It runs in chunks (`search(..., trials=k)` resuming the workdir), each sized from the epochs a
     trial has cost so far (`first_trial_epochs` before any trial ran). A finished search with the
     same `settings` and at least this budget is reused; one with other settings starts over; an
-    interrupted one resumes. `eta(label, used, budget, seconds)` is told after every chunk;
+    interrupted one resumes; one that another process is searching is a SearchError. `eta(label, used, budget, seconds)` is told after every chunk;
     `chunk` caps a chunk's trials, so that long trials still report often."""
     import condsearch
-    from condsearch.orchestrate._workdir import STATE_FILE
+    from condsearch.orchestrate._workdir import STATE_FILE, WorkdirLock
 
     done, progress = workdir / "done.json", workdir / "progress.json"
     if done.exists():
@@ -262,6 +262,8 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
     info = json.loads(progress.read_text()) if progress.exists() else None
     if info is None or info["settings"] != settings:
         if workdir.exists():
+            with WorkdirLock(workdir):  # SearchError while another process searches it
+                pass
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         info = {"workdir": str(workdir), "settings": settings, "budget": budget,

@@ -551,4 +551,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] if len(sys.argv) > 1 else None)
+    from condsearch import SearchError
+
+    try:
+        main(sys.argv[1:] if len(sys.argv) > 1 else None)
+    except SearchError as exc:  # e.g. a search another process is running
+        sys.exit(f"error: {exc}")
