@@ -249,8 +249,9 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
     It runs in chunks (`search(..., trials=k)` resuming the workdir), each sized from the epochs a
     trial has cost so far (`first_trial_epochs` before any trial ran). A finished search with the
     same `settings` and at least this budget is reused; one with other settings starts over; an
-    interrupted one resumes; one that another process is searching is a SearchError. `eta(label, used, budget, seconds)` is told after every chunk;
-    `chunk` caps a chunk's trials, so that long trials still report often."""
+    interrupted one resumes; one that another process is searching is a SearchError.
+    `eta(label, used, budget, seconds)` is told after every chunk; `chunk` caps a chunk's
+    trials, so that long trials still report often."""
     import condsearch
     from condsearch.orchestrate._workdir import STATE_FILE, WorkdirLock
 
@@ -272,8 +273,8 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
     progress.write_text(json.dumps(info))  # before the first call: an interrupt in it resumes
     done.unlink(missing_ok=True)
     stalled = 0
+    records = read_condsearch(workdir, epochs) if (workdir / STATE_FILE).exists() else []
     while True:
-        records = read_condsearch(workdir, epochs) if (workdir / STATE_FILE).exists() else []
         used = spent(records)
         if eta is not None:
             eta(label, used, budget, info["seconds"])
@@ -292,8 +293,8 @@ def search_to_budget(space: Path, overrides: list[str], workdir: Path, seed: int
             info["seconds"] += time.monotonic() - began
             info["calls"] += 1
             progress.write_text(json.dumps(info))
-        after = spent(read_condsearch(workdir, epochs))
-        stalled = stalled + 1 if after == used else 0
+        records = read_condsearch(workdir, epochs)
+        stalled = stalled + 1 if spent(records) == used else 0
         if stalled >= 3:
             print(f"    {label}: three calls trained nothing (every trial failed); "
                   "giving up below the budget", flush=True)
