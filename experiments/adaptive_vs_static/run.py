@@ -378,6 +378,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
                         color=colour, alpha=0.4 + 0.2 * (i % 3), marker="o", markersize=3,
                         label=f"{name}, seed {seed}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([2, 3, 5, 10, 20, 50, 100])
     ax.set_xlabel("mean MFLOPs per test image")
     ax.set_ylabel("test accuracy")
     ax.set_title("Adaptive against static test fronts")
